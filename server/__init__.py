@@ -1,0 +1,1 @@
+"""ponder's HTTP edge: FastAPI app, wire models, planner, SSE, settings, CLI."""

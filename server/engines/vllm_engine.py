@@ -1,0 +1,187 @@
+"""The real engine: vLLM's AsyncLLM in process (the CPU build or the CUDA build).
+
+Requests go in as token ids (``TokensPrompt``) with ``RequestOutputKind.DELTA``
+so every output carries only what is new; prefix caching is on so strategy
+continuations reuse the KV cache. Closing a ``generate`` stream aborts the
+engine request at once (AsyncLLM aborts on GeneratorExit / CancelledError; we
+abort explicitly as well so no path can leak engine work).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vllm import SamplingParams
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.inputs import TokensPrompt
+from vllm.sampling_params import RequestOutputKind
+from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineDeadError
+
+from strategies.engine import Delta, ModelInfo, Sampling, TokenLogprob
+
+log = logging.getLogger("ponder.engine")
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine died or is shutting down: the request gets a 503."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str
+    served_model_name: str
+    max_model_len: int = 2048
+    kv_cache_space_gib: float | None = 2.0
+    enable_prefix_caching: bool = True
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int | None = None
+    dtype: str = "auto"
+    seed: int = 0
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def engine_args(self) -> AsyncEngineArgs:
+        if self.kv_cache_space_gib is not None:
+            # The CPU build sizes its KV cache from this variable (GiB); the
+            # CUDA build ignores it and uses gpu_memory_utilization.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_space_gib))
+        kwargs: dict[str, Any] = dict(
+            model=self.model,
+            served_model_name=[self.served_model_name],
+            max_model_len=self.max_model_len,
+            enable_prefix_caching=self.enable_prefix_caching,
+            tensor_parallel_size=self.tensor_parallel_size,
+            pipeline_parallel_size=self.pipeline_parallel_size,
+            data_parallel_size=self.data_parallel_size,
+            max_num_seqs=self.max_num_seqs,
+            dtype=self.dtype,
+            seed=self.seed,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            enforce_eager=self.enforce_eager,
+            disable_log_stats=False,
+        )
+        if self.max_num_batched_tokens is not None:
+            kwargs["max_num_batched_tokens"] = self.max_num_batched_tokens
+        kwargs.update(self.extra)
+        return AsyncEngineArgs(**kwargs)
+
+
+def _sampling_params(s: Sampling) -> SamplingParams:
+    return SamplingParams(
+        n=s.n,
+        max_tokens=s.max_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        seed=s.seed,
+        stop=list(s.stop) or None,
+        stop_token_ids=list(s.stop_token_ids) or None,
+        logprobs=s.logprobs,
+        presence_penalty=s.presence_penalty,
+        frequency_penalty=s.frequency_penalty,
+        skip_special_tokens=s.skip_special_tokens,
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+class VLLMEngine:
+    """Implements ``strategies.engine.Engine`` on AsyncLLM."""
+
+    def __init__(self, llm: AsyncLLM, info: ModelInfo) -> None:
+        self.llm = llm
+        self.info = info
+        self.tokenizer = llm.get_tokenizer()
+
+    @classmethod
+    def start(cls, config: EngineConfig, think_open: str, think_close: str,
+              native_thinking: bool) -> VLLMEngine:
+        llm = AsyncLLM.from_engine_args(config.engine_args())
+        tok = llm.get_tokenizer()
+        eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+        gen_cfg = llm.model_config.try_get_generation_config() or {}
+        extra_eos = gen_cfg.get("eos_token_id")
+        if isinstance(extra_eos, int):
+            eos.add(extra_eos)
+        elif isinstance(extra_eos, list):
+            eos.update(extra_eos)
+        info = ModelInfo(
+            max_model_len=llm.model_config.max_model_len,
+            eos_token_ids=tuple(sorted(eos)),
+            think_open=think_open,
+            think_close=think_close,
+            native_thinking=native_thinking,
+        )
+        return cls(llm, info)
+
+    async def generate(
+        self, prompt_ids: Sequence[int], sampling: Sampling, request_id: str
+    ) -> AsyncIterator[Delta]:
+        if self.llm.errored:
+            raise EngineUnavailable("the engine is not running")
+        prompt = TokensPrompt(prompt_token_ids=list(prompt_ids))
+        finished = False
+        seen_first: set[int] = set()
+        try:
+            async for out in self.llm.generate(prompt, _sampling_params(sampling), request_id):
+                finished = out.finished
+                for comp in out.outputs:
+                    first = comp.index not in seen_first
+                    seen_first.add(comp.index)
+                    yield Delta(
+                        index=comp.index,
+                        token_ids=tuple(comp.token_ids),
+                        text=comp.text,
+                        finish_reason=comp.finish_reason,
+                        stop_reason=comp.stop_reason,
+                        logprobs=_logprobs(comp.logprobs, comp.token_ids, sampling.logprobs,
+                                           self.tokenizer),
+                        prompt_tokens=len(prompt_ids) if first else None,
+                        cached_tokens=(out.num_cached_tokens or 0) if first else None,
+                    )
+        except EngineDeadError as exc:
+            raise EngineUnavailable("the engine died") from exc
+        finally:
+            if not finished and not self.llm.errored:
+                await asyncio.shield(self.llm.abort(request_id))
+
+    async def abort(self, request_id: str) -> None:
+        await self.llm.abort(request_id)
+
+    @property
+    def alive(self) -> bool:
+        return not self.llm.errored
+
+    def num_unfinished_requests(self) -> int:
+        return self.llm.get_num_unfinished_requests()
+
+    async def check_health(self) -> None:
+        await self.llm.check_health()
+
+    def shutdown(self) -> None:
+        self.llm.shutdown()
+
+
+def _logprobs(entries, token_ids, k: int | None, tokenizer) -> tuple[TokenLogprob, ...] | None:
+    """vLLM gives, per token, the sampled token plus the top ``k`` by rank."""
+    if k is None or not entries:
+        return None
+    out = []
+    for tid, entry in zip(token_ids, entries):
+        def text(t: int, lp) -> str:
+            return lp.decoded_token if lp.decoded_token is not None else tokenizer.decode([t])
+
+        top = sorted(((lp.rank, text(t, lp), lp.logprob) for t, lp in entry.items()
+                      if lp.rank is not None and lp.rank <= k))
+        chosen = entry.get(tid)
+        token = text(tid, chosen) if chosen is not None else tokenizer.decode([tid])
+        logprob = chosen.logprob if chosen is not None else float("-inf")
+        out.append(TokenLogprob(token, logprob, tuple((t, lp) for _, t, lp in top)))
+    return tuple(out)

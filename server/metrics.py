@@ -1,0 +1,38 @@
+"""Prometheus metrics: ponder's own registry, served beside vLLM's.
+
+vLLM registers its ``vllm:*`` metrics in prometheus_client's default registry
+(in this process, since AsyncLLM runs here); ``render()`` concatenates both.
+"""
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_TOKEN_BUCKETS = (0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+_TIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("ponder_requests", "Chat requests by strategy, effort and status",
+                                ["strategy", "effort", "status"], registry=r)
+        self.tokens = Counter("ponder_tokens", "Generated tokens by channel",
+                              ["strategy", "channel"], registry=r)
+        self.thinking_per_request = Histogram("ponder_thinking_tokens_per_request",
+                                              "Thinking tokens per request", ["strategy", "effort"],
+                                              buckets=_TOKEN_BUCKETS, registry=r)
+        self.engine_requests = Counter("ponder_engine_requests", "Engine requests started by strategies",
+                                       ["strategy"], registry=r)
+        self.cached_tokens = Counter("ponder_cached_prompt_tokens", "Prefix-cache hits over engine requests",
+                                     ["strategy"], registry=r)
+        self.ttft_thinking = Histogram("ponder_time_to_first_thinking_token_seconds",
+                                       "Time to the first thinking token", ["strategy"],
+                                       buckets=_TIME_BUCKETS, registry=r)
+        self.ttft_answer = Histogram("ponder_time_to_first_answer_token_seconds",
+                                     "Time to the first answer token", ["strategy"],
+                                     buckets=_TIME_BUCKETS, registry=r)
+        self.in_flight = Gauge("ponder_requests_in_flight", "Chat requests being served", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry) + generate_latest(REGISTRY)

@@ -1,0 +1,185 @@
+"""The planner: a pure function ``request + settings -> Plan``.
+
+Reasoning controls are read in DESIGN.md's order of precedence (first wins):
+the ``reasoning`` object; Anthropic ``thinking``, vLLM ``thinking_token_budget``
+/ ``include_reasoning`` and Qwen ``chat_template_kwargs.enable_thinking``;
+OpenAI ``reasoning_effort``; the server default. Every inconsistency is a 400
+naming the offending ``param``, raised before anything reaches the engine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from strategies import registry
+from strategies.engine import Sampling
+from strategies.plan import Plan
+
+from .errors import bad_request
+from .settings import EFFORTS, EffortPreset, Settings
+from .wire import ChatCompletionRequest
+
+
+@dataclass(frozen=True)
+class _Thinking:
+    """What the middle tier of controls says about thinking (None: silent)."""
+
+    enabled: bool | None = None
+    max_tokens: int | None = None
+    source: str | None = None
+    param: str | None = None
+
+
+def _effort(req: ChatCompletionRequest, settings: Settings) -> tuple[str, str, str]:
+    """(effort, where it came from, param)."""
+    r = req.reasoning
+    if r is not None and r.effort is not None:
+        effort, source, param = r.effort, "reasoning", "reasoning.effort"
+    elif req.reasoning_effort is not None:
+        effort, source, param = req.reasoning_effort, "reasoning_effort", "reasoning_effort"
+    else:
+        return settings.defaults.effort, "default", "reasoning_effort"
+    if effort not in EFFORTS:
+        raise bad_request(f"unknown reasoning effort {effort!r}; use one of {', '.join(EFFORTS)}", param)
+    return effort, source, param
+
+
+def _middle(req: ChatCompletionRequest) -> _Thinking:
+    t = req.thinking
+    if t is not None:
+        if t.type == "disabled":
+            if t.budget_tokens:
+                raise bad_request("thinking is disabled but budget_tokens is set", "thinking.budget_tokens")
+            return _Thinking(False, None, "thinking", "thinking")
+        if t.type == "enabled" and t.budget_tokens is None:
+            raise bad_request("thinking.type 'enabled' needs budget_tokens", "thinking.budget_tokens")
+        return _Thinking(True, t.budget_tokens, "thinking", "thinking.budget_tokens")
+    if req.thinking_token_budget is not None:
+        n = req.thinking_token_budget
+        return _Thinking(n > 0, n, "thinking_token_budget", "thinking_token_budget")
+    kwargs = req.chat_template_kwargs or {}
+    if "enable_thinking" in kwargs:
+        on = kwargs["enable_thinking"]
+        if not isinstance(on, bool):
+            raise bad_request("enable_thinking must be a boolean", "chat_template_kwargs.enable_thinking")
+        return _Thinking(on, None, "chat_template_kwargs", "chat_template_kwargs.enable_thinking")
+    return _Thinking()
+
+
+def _max_tokens(req: ChatCompletionRequest, settings: Settings) -> int:
+    if req.max_completion_tokens is not None:
+        return req.max_completion_tokens
+    if req.max_tokens is not None:
+        return req.max_tokens
+    return settings.defaults.max_tokens
+
+
+def plan_request(req: ChatCompletionRequest, settings: Settings) -> Plan:
+    effort, effort_source, effort_param = _effort(req, settings)
+    preset: EffortPreset = settings.efforts[effort]
+    r = req.reasoning
+    middle = _middle(req)
+    thinking = preset.thinking
+    max_think = preset.max_thinking_tokens
+    min_think = preset.min_thinking_tokens
+    source = effort_source
+    if middle.enabled is not None:
+        thinking, source = middle.enabled, middle.source or source
+        if middle.max_tokens is not None:
+            max_think = middle.max_tokens
+        elif thinking and not preset.thinking:
+            max_think = settings.defaults.max_thinking_tokens
+        if not thinking:
+            max_think = min_think = None
+    strategy = preset.strategy
+    if r is not None:
+        thinking, max_think, min_think, strategy = _apply_reasoning(
+            r, effort, effort_source, thinking, max_think, min_think, strategy, settings
+        )
+        if r.model_fields_set - {"exclude"}:
+            source = "reasoning"
+    if thinking and max_think is None:
+        max_think = settings.defaults.max_thinking_tokens
+    if max_think == 0:
+        thinking, max_think = False, None
+    _check_strategy(strategy)
+    max_tokens = _max_tokens(req, settings)
+    budget = r.budget_tokens if r is not None and r.budget_tokens is not None else preset.budget_tokens
+    _check_budgets(thinking, min_think, max_think, budget)
+    include = not ((r is not None and r.exclude) or req.include_reasoning is False)
+    return Plan(
+        strategy=strategy,
+        effort=effort,
+        thinking=thinking,
+        max_thinking_tokens=max_think if thinking else None,
+        min_thinking_tokens=min_think if thinking else None,
+        budget_tokens=budget,
+        max_tokens=max_tokens,
+        samples=(r.samples if r is not None and r.samples else preset.samples),
+        include_reasoning=include,
+        source=source,
+    )
+
+
+def _apply_reasoning(r, effort, effort_source, thinking, max_think, min_think, strategy, settings):
+    """The ``reasoning`` object overrides everything below it."""
+    if r.enabled is False or (r.effort == "none"):
+        if r.max_thinking_tokens or r.min_thinking_tokens or r.max_tokens:
+            param = "reasoning.min_thinking_tokens" if r.min_thinking_tokens else "reasoning.max_thinking_tokens"
+            raise bad_request("reasoning is disabled but a thinking budget is set", param)
+        thinking, max_think, min_think = False, None, None
+    cap = r.max_thinking_tokens if r.max_thinking_tokens is not None else r.max_tokens
+    if cap is not None:
+        thinking, max_think = cap > 0, cap
+    if r.min_thinking_tokens is not None:
+        thinking, min_think = True, r.min_thinking_tokens
+    if r.enabled is True and not thinking:
+        thinking, max_think = True, settings.defaults.max_thinking_tokens
+    if r.strategy is not None:
+        strategy = r.strategy
+    return thinking, max_think, min_think, strategy
+
+
+def _check_strategy(strategy: str) -> None:
+    if strategy not in registry.KNOWN:
+        raise bad_request(
+            f"unknown reasoning strategy {strategy!r}; use one of {', '.join(registry.KNOWN)}",
+            "reasoning.strategy",
+            "invalid_strategy",
+        )
+    if strategy not in registry.IMPLEMENTED:
+        raise bad_request(
+            f"reasoning strategy {strategy!r} is not implemented by this server yet",
+            "reasoning.strategy",
+            "strategy_not_implemented",
+        )
+
+
+def _check_budgets(thinking: bool, lo: int | None, hi: int | None, budget: int | None) -> None:
+    if lo is not None and not thinking:
+        raise bad_request("min_thinking_tokens needs thinking enabled", "reasoning.min_thinking_tokens")
+    if lo is not None and hi is not None and lo > hi:
+        raise bad_request(
+            f"min_thinking_tokens ({lo}) is above max_thinking_tokens ({hi})", "reasoning.min_thinking_tokens"
+        )
+    if budget is not None and lo is not None and budget < lo:
+        raise bad_request(f"budget_tokens ({budget}) is below min_thinking_tokens ({lo})", "reasoning.budget_tokens")
+
+
+def sampling_for(req: ChatCompletionRequest, plan: Plan, choice: int) -> Sampling:
+    """The client's sampling settings for one choice.
+
+    With a seed, choice ``i`` samples with ``seed + i`` so ``n`` seeded choices
+    differ from each other yet the whole response is reproducible.
+    """
+    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    seed = None if req.seed is None else (req.seed + choice) % (2**63)
+    return Sampling(
+        max_tokens=plan.max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        seed=seed,
+        stop=stop,
+        logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+    )

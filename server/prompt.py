@@ -1,0 +1,57 @@
+"""Chat messages -> prompt token ids, through the model's own chat template.
+
+The prompt is rendered once per request; every strategy phase continues from
+these ids. The thinking block the server opens for a model that does not think
+natively is also built here, as token ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import bad_request
+from .wire import ChatCompletionRequest
+
+
+@dataclass(frozen=True)
+class Prompt:
+    ids: tuple[int, ...]
+    think_prefix_ids: tuple[int, ...]
+    think_suffix_ids: tuple[int, ...]
+
+
+def _messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
+    out = []
+    for m in req.messages:
+        role = "system" if m.role == "developer" else m.role
+        msg: dict[str, Any] = {"role": role, "content": m.text()}
+        if m.name:
+            msg["name"] = m.name
+        if m.tool_calls:
+            msg["tool_calls"] = m.tool_calls
+        if m.tool_call_id:
+            msg["tool_call_id"] = m.tool_call_id
+        out.append(msg)
+    return out
+
+
+def render(req: ChatCompletionRequest, tokenizer: Any, think_open: str, think_close: str,
+           native_thinking: bool, template_kwargs: dict[str, Any]) -> Prompt:
+    kwargs = {**template_kwargs, **(req.chat_template_kwargs or {})}
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("tokenize", "add_generation_prompt", "tools")}
+    try:
+        text = tokenizer.apply_chat_template(
+            _messages(req),
+            tools=req.tools,
+            tokenize=False,
+            add_generation_prompt=True,
+            **kwargs,
+        )
+    except Exception as exc:  # a template error is the client's message shape
+        raise bad_request(f"messages could not be rendered by the chat template: {exc}", "messages") from exc
+    ids = tuple(tokenizer.encode(text, add_special_tokens=False))
+    # A template that already opened a thinking block (DeepSeek-R1 style).
+    opened = native_thinking and text.rstrip().endswith(think_open)
+    prefix = () if opened or native_thinking else tuple(tokenizer.encode(think_open + "\n", add_special_tokens=False))
+    suffix = tuple(tokenizer.encode("\n" + think_close + "\n\n", add_special_tokens=False))
+    return Prompt(ids, prefix, suffix)

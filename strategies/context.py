@@ -1,0 +1,31 @@
+"""What a strategy run gets: the engine, the prompt and this choice's ledger."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .engine import Engine, Sampling
+from .ledger import Ledger
+
+
+@dataclass(frozen=True)
+class RunContext:
+    engine: Engine
+    # The client's conversation, rendered by the chat template, as token ids.
+    prompt_ids: tuple[int, ...]
+    # Ids the server appends to open a thinking block (empty when the chat
+    # template already opened it, or the model opens it itself).
+    think_prefix_ids: tuple[int, ...]
+    # Ids that close a thinking block the model did not close itself.
+    think_suffix_ids: tuple[int, ...]
+    # The client's sampling settings; phases override max_tokens and stop.
+    sampling: Sampling
+    request_id: str
+    choice: int
+    ledger: Ledger
+
+    def sub_id(self, name: str) -> str:
+        """A unique engine request id for one phase of this choice."""
+        return f"{self.request_id}-c{self.choice}-{name}"
+
+    def phase_sampling(self, **changes: object) -> Sampling:
+        return replace(self.sampling, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,42 @@
+"""Events a strategy emits. The HTTP layer folds them into a response or SSE.
+
+Both the streamed and the non-streamed response are folds over the same event
+stream, which is why they agree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .engine import TokenLogprob
+
+
+@dataclass(frozen=True)
+class Thinking:
+    choice: int
+    text: str
+    candidate: int | None = None  # set when streaming every candidate
+
+
+@dataclass(frozen=True)
+class Answer:
+    choice: int
+    text: str
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Client-visible progress during phases without tokens (votes, scores)."""
+
+    choice: int
+    info: dict[str, object]
+
+
+@dataclass(frozen=True)
+class ChoiceDone:
+    choice: int
+    finish_reason: str
+    trace: dict[str, object] = field(default_factory=dict)
+
+
+Event = Thinking | Answer | Progress | ChoiceDone

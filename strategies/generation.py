@@ -1,0 +1,103 @@
+"""One engine request, consumed delta by delta into channel events.
+
+A :class:`Generation` charges every token to the ledger as it arrives, routes
+text through a :class:`ThinkSplitter`, and remembers the token ids it produced
+so the next phase can continue from them without re-tokenizing.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from .context import RunContext
+from .engine import Delta, Sampling
+from .events import Answer, Event, Thinking
+from .splitter import ThinkSplitter
+
+
+class Generation:
+    def __init__(
+        self,
+        ctx: RunContext,
+        prompt_ids: Sequence[int],
+        sampling: Sampling,
+        name: str,
+        thinking: bool,
+    ) -> None:
+        self.ctx = ctx
+        self.prompt_ids = tuple(prompt_ids)
+        self.sampling = sampling
+        self.request_id = ctx.sub_id(name)
+        info = ctx.engine.info
+        self.splitter = ThinkSplitter(info.think_open, info.think_close, start_in_thinking=thinking)
+        self.token_ids: list[int] = []
+        self.finish_reason: str | None = None
+        self.stop_reason: int | str | None = None
+        self.thinking_text: list[str] = []
+        self.answer_text: list[str] = []
+
+    async def run(self) -> AsyncIterator[Event]:
+        """Stream the request; thinking and answer events for this choice."""
+        stream = self.ctx.engine.generate(self.prompt_ids, self.sampling, self.request_id)
+        try:
+            async for delta in stream:
+                for event in self._feed(delta):
+                    yield event
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        for event in self._emit(self.splitter.finish(), None, 0):
+            yield event
+
+    def _feed(self, delta: Delta) -> list[Event]:
+        if delta.prompt_tokens is not None:
+            self.ctx.ledger.feed_prompt(delta.prompt_tokens, delta.cached_tokens or 0)
+        self.token_ids.extend(delta.token_ids)
+        if delta.finish_reason is not None:
+            self.finish_reason = delta.finish_reason
+            self.stop_reason = delta.stop_reason
+        channel_before = self.splitter.channel
+        segments = self.splitter.feed(delta.text)
+        self._charge(channel_before, segments, len(delta.token_ids))
+        return self._emit(segments, delta.logprobs, len(delta.token_ids))
+
+    def _charge(self, before: str, segments: list[tuple[str, str]], n: int) -> None:
+        """Charge ``n`` new tokens; a delta that crosses the end tag gives its
+        last token to the answer and the rest (tag included) to thinking."""
+        ledger = self.ctx.ledger
+        crossed = before == "thinking" and self.splitter.channel == "answer"
+        if crossed and n > 1 and any(ch == "answer" for ch, _ in segments):
+            ledger.feed_thinking(n - 1)
+            ledger.feed_answer(1)
+        elif before == "thinking":
+            ledger.feed_thinking(n)
+        else:
+            ledger.feed_answer(n)
+
+    def _emit(self, segments, logprobs, n: int) -> list[Event]:
+        choice = self.ctx.choice
+        events: list[Event] = []
+        for channel, text in segments:
+            if channel == "thinking":
+                self.thinking_text.append(text)
+                events.append(Thinking(choice, text))
+            else:
+                self.answer_text.append(text)
+                events.append(Answer(choice, text, logprobs))
+                logprobs = None  # attach a delta's logprobs once
+        if logprobs and not segments and n:
+            events.append(Answer(choice, "", logprobs))
+        return events
+
+    def continuation_ids(self, drop: Sequence[int] = ()) -> tuple[int, ...]:
+        """Prompt plus what was generated, minus a trailing stop/eos token."""
+        ids = list(self.token_ids)
+        if ids and ids[-1] in drop:
+            ids.pop()
+        return self.prompt_ids + tuple(ids)
+
+    @property
+    def thinking(self) -> str:
+        return "".join(self.thinking_text)
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.answer_text)

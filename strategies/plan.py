@@ -1,0 +1,44 @@
+"""A resolved reasoning plan: what one choice of a request will do.
+
+The server's planner builds it from the request and the settings (a pure
+function); strategies only read it. ``public()`` is what the client sees as
+``reasoning_plan``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Plan:
+    strategy: str = "single"
+    effort: str | None = None
+    # Thinking on at all? (False: answer directly, no thinking channel.)
+    thinking: bool = False
+    max_thinking_tokens: int | None = None
+    min_thinking_tokens: int | None = None
+    # Cap on every token one choice may generate (thinking + answer + discarded).
+    budget_tokens: int | None = None
+    # Cap on the tokens of the final answer phase (OpenAI max_completion_tokens
+    # minus thinking, resolved by the planner).
+    max_tokens: int = 1024
+    samples: int = 1
+    rounds: int = 0
+    beam_width: int = 0
+    max_steps: int = 0
+    scorer: str | None = None
+    early_stop: bool = False
+    stream_candidates: bool = False
+    include_reasoning: bool = True
+    # s1 budget forcing (Muennighoff et al. 2025): phrase appended before the
+    # forced end of thinking, and the continuation that replaces an early end.
+    wrapup: str = ""
+    continuation: str = "Wait"
+    max_continuations: int = 0
+    # Where the numbers came from: "reasoning", "thinking", "effort", "default"...
+    source: str = "default"
+
+    def public(self) -> dict[str, object]:
+        """The plan as shown to the client in ``reasoning_plan``."""
+        data = asdict(self)
+        return {k: v for k, v in data.items() if v not in (None, "", 0) or k in ("thinking", "samples")}

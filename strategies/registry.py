@@ -1,0 +1,34 @@
+"""The explicit strategy registry: API name -> implementation.
+
+Names the API knows but this build does not implement yet are listed too, so
+the planner can answer 400 "not implemented" instead of silently falling back.
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from .context import RunContext
+from .events import Event
+from .plan import Plan
+from .single import single
+
+StrategyFn = Callable[[RunContext, Plan], AsyncIterator[Event]]
+
+KNOWN = (
+    "single",
+    "budget_forcing",
+    "best_of_n",
+    "self_consistency",
+    "revision",
+    "beam_search",
+    "tool_use",
+    "auto",
+)
+
+IMPLEMENTED: dict[str, StrategyFn] = {
+    "single": single,
+}
+
+
+def get(name: str) -> StrategyFn:
+    return IMPLEMENTED[name]

@@ -1,0 +1,92 @@
+"""One real `ponder serve` (real vLLM engine, real model) for the whole session.
+
+The server runs in a subprocess exactly as a user starts it, with an API key,
+and a small `max_num_batched_tokens` so that long prompts are prefilled in
+chunks (the path on which seeded requests used to kill the CPU engine).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "test-key-0123456789"
+MODEL = "SmolLM2-135M-Instruct"
+START_TIMEOUT = float(os.environ.get("PONDER_TEST_START_TIMEOUT", "600"))
+
+
+@dataclass(frozen=True)
+class Live:
+    base_url: str
+    api_key: str
+    model: str
+    log_path: Path
+
+    @property
+    def v1(self) -> str:
+        return self.base_url + "/v1"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ponder serve exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"ponder serve not ready in {START_TIMEOUT}s:\n{log_path.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / "ponder.log"
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--api-key", API_KEY,
+           "--max-num-batched-tokens", "256", "--max-model-len", "2048"]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(base, proc, log_path)
+        yield Live(base, API_KEY, MODEL, log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def client(live: Live) -> openai.OpenAI:
+    return openai.OpenAI(base_url=live.v1, api_key=live.api_key, max_retries=0, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def aclient(live: Live) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=live.v1, api_key=live.api_key, max_retries=0, timeout=300)
