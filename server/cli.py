@@ -22,7 +22,7 @@ from .settings import Settings, load_settings
 # (flag, section, key, type)
 _ENGINE_FLAGS = [
     ("--max-model-len", "max_model_len", int),
-    ("--kv-cache-space", "kv_cache_space_gib", float),
+    ("--kv-cache-space", "kv_cache_space_gib", int),
     ("--tensor-parallel-size", "tensor_parallel_size", int),
     ("--pipeline-parallel-size", "pipeline_parallel_size", int),
     ("--data-parallel-size", "data_parallel_size", int),

@@ -105,7 +105,7 @@ def prepare_model(source: str, cache_dir: str | Path, log=print) -> str:
     """
     if Path(source).expanduser().is_dir() or source != DEFAULT_SOURCE:
         return source
-    cache_dir = Path(cache_dir).expanduser()
+    cache_dir = Path(cache_dir).expanduser().absolute()
     target = cache_dir / MODEL_NAME
     gguf = gguf_path()
     stamp = _stamp(gguf)

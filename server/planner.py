@@ -122,7 +122,8 @@ def plan_request(req: ChatCompletionRequest, settings: Settings) -> Plan:
 
 def _apply_reasoning(r, effort, effort_source, thinking, max_think, min_think, strategy, settings):
     """The ``reasoning`` object overrides everything below it."""
-    if r.enabled is False or (r.effort == "none"):
+    disabled = r.enabled is False or r.effort == "none"
+    if disabled:
         if r.max_thinking_tokens or r.min_thinking_tokens or r.max_tokens:
             param = "reasoning.min_thinking_tokens" if r.min_thinking_tokens else "reasoning.max_thinking_tokens"
             raise bad_request("reasoning is disabled but a thinking budget is set", param)
@@ -130,7 +131,8 @@ def _apply_reasoning(r, effort, effort_source, thinking, max_think, min_think, s
     cap = r.max_thinking_tokens if r.max_thinking_tokens is not None else r.max_tokens
     if cap is not None:
         thinking, max_think = cap > 0, cap
-    if r.min_thinking_tokens is not None:
+    # A zero minimum passes the check above and must not switch thinking back on.
+    if r.min_thinking_tokens is not None and not disabled:
         thinking, min_think = True, r.min_thinking_tokens
     if r.enabled is True and not thinking:
         thinking, max_think = True, settings.defaults.max_thinking_tokens

@@ -47,7 +47,7 @@ class ModelSection(_Frozen):
 
 class EngineSection(_Frozen):
     max_model_len: int = 2048
-    kv_cache_space_gib: float | None = 2.0
+    kv_cache_space_gib: int | None = 2
     enable_prefix_caching: bool = True
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1

@@ -63,6 +63,11 @@ class Generation:
         """Charge ``n`` new tokens; a delta that crosses the end tag gives its
         last token to the answer and the rest (tag included) to thinking."""
         ledger = self.ctx.ledger
+        thought = self.splitter.channel == "thinking" or any(ch == "thinking" for ch, _ in segments)
+        if before == "answer" and thought:
+            # This delta opened the block (only possible before any answer
+            # text): its tokens, the open tag included, are thinking.
+            before = "thinking"
         crossed = before == "thinking" and self.splitter.channel == "answer"
         if crossed and n > 1 and any(ch == "answer" for ch, _ in segments):
             ledger.feed_thinking(n - 1)

@@ -9,6 +9,7 @@ prompt-plus-thinking and the thinking budget is exact.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from .context import RunContext
 from .events import ChoiceDone, Event
@@ -22,9 +23,11 @@ def _closed_by_model(gen: Generation, close_tag: str) -> bool:
 
 async def single(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     if not plan.thinking:
-        gen = Generation(ctx, ctx.prompt_ids, _answer_sampling(ctx, plan.max_tokens), "answer", False)
-        async for event in gen.run():
-            yield event
+        answer_budget = ctx.ledger.cap(plan.max_tokens)  # budget_tokens holds without thinking too
+        gen = Generation(ctx, ctx.prompt_ids, _answer_sampling(ctx, answer_budget), "answer", False)
+        async with aclosing(gen.run()) as events:  # closing us aborts the engine request now
+            async for event in events:
+                yield event
         yield ChoiceDone(ctx.choice, gen.finish_reason or "stop", _trace(None, gen))
         return
 
@@ -35,8 +38,9 @@ async def single(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
         "think",
         True,
     )
-    async for event in think.run():
-        yield event
+    async with aclosing(think.run()) as events:
+        async for event in events:
+            yield event
     info = ctx.engine.info
     closed = _closed_by_model(think, info.think_close)
     cut = think.finish_reason == "length"
@@ -48,8 +52,9 @@ async def single(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     if not closed:
         prompt += ctx.think_suffix_ids
     answer = Generation(ctx, prompt, _answer_sampling(ctx, answer_budget), "answer", False)
-    async for event in answer.run():
-        yield event
+    async with aclosing(answer.run()) as events:
+        async for event in events:
+            yield event
     yield ChoiceDone(ctx.choice, answer.finish_reason or "stop", _trace(think, answer, cut=cut))
 
 

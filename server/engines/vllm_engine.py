@@ -36,7 +36,7 @@ class EngineConfig:
     model: str
     served_model_name: str
     max_model_len: int = 2048
-    kv_cache_space_gib: float | None = 2.0
+    kv_cache_space_gib: int | None = 2
     enable_prefix_caching: bool = True
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1

