@@ -121,24 +121,29 @@ def plan_request(req: ChatCompletionRequest, settings: Settings) -> Plan:
 
 
 def _apply_reasoning(r, effort, effort_source, thinking, max_think, min_think, strategy, settings):
-    """The ``reasoning`` object overrides everything below it."""
+    """The ``reasoning`` object overrides everything below it; it must not contradict itself."""
     disabled = r.enabled is False or r.effort == "none"
-    if disabled:
-        if r.max_thinking_tokens or r.min_thinking_tokens or r.max_tokens:
-            param = "reasoning.min_thinking_tokens" if r.min_thinking_tokens else "reasoning.max_thinking_tokens"
-            raise bad_request("reasoning is disabled but a thinking budget is set", param)
-        thinking, max_think, min_think = False, None, None
     cap = r.max_thinking_tokens if r.max_thinking_tokens is not None else r.max_tokens
+    cap_param = "reasoning.max_thinking_tokens" if r.max_thinking_tokens is not None else "reasoning.max_tokens"
+    if disabled:
+        if cap or r.min_thinking_tokens:
+            param = "reasoning.min_thinking_tokens" if r.min_thinking_tokens else cap_param
+            raise bad_request("reasoning is disabled but a thinking budget is set", param)
+        if r.enabled is True:
+            raise bad_request("reasoning.enabled is true but effort is 'none'", "reasoning.enabled")
+        return False, None, None, r.strategy or strategy
+    if r.enabled is True and cap == 0:
+        raise bad_request("reasoning.enabled is true but the thinking cap is 0", cap_param)
     if cap is not None:
         thinking, max_think = cap > 0, cap
-    # A zero minimum passes the check above and must not switch thinking back on.
-    if r.min_thinking_tokens is not None and not disabled:
+    if r.min_thinking_tokens is not None:
         thinking, min_think = True, r.min_thinking_tokens
+        if cap is None and (max_think is None or max_think < min_think):
+            # A minimum alone raises the default cap rather than contradicting it.
+            max_think = max(min_think, settings.defaults.max_thinking_tokens)
     if r.enabled is True and not thinking:
         thinking, max_think = True, settings.defaults.max_thinking_tokens
-    if r.strategy is not None:
-        strategy = r.strategy
-    return thinking, max_think, min_think, strategy
+    return thinking, max_think, min_think, r.strategy or strategy
 
 
 def _check_strategy(strategy: str) -> None:

@@ -19,8 +19,7 @@ class Plan:
     min_thinking_tokens: int | None = None
     # Cap on every token one choice may generate (thinking + answer + discarded).
     budget_tokens: int | None = None
-    # Cap on the tokens of the final answer phase (OpenAI max_completion_tokens
-    # minus thinking, resolved by the planner).
+    # Cap on thinking plus answer of one choice, as OpenAI's max_completion_tokens.
     max_tokens: int = 1024
     samples: int = 1
     rounds: int = 0
@@ -41,4 +40,7 @@ class Plan:
     def public(self) -> dict[str, object]:
         """The plan as shown to the client in ``reasoning_plan``."""
         data = asdict(self)
+        if self.strategy != "budget_forcing":
+            for key in ("wrapup", "continuation", "max_continuations"):
+                data.pop(key)
         return {k: v for k, v in data.items() if v not in (None, "", 0) or k in ("thinking", "samples")}

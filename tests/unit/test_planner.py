@@ -104,6 +104,8 @@ VALID = [
     ("exclude", {"reasoning": {"exclude": True}, "reasoning_effort": "low"},
      {"include_reasoning": False, "thinking": True, "source": "reasoning_effort"}),
     ("exclude-false", {"reasoning": {"exclude": False}}, {"include_reasoning": True}),
+    ("min-alone-raises-default-cap", {"reasoning": {"min_thinking_tokens": 600}},
+     {"thinking": True, "min_thinking_tokens": 600, "max_thinking_tokens": 600}),
 ]
 
 
@@ -135,6 +137,9 @@ INVALID = [
     ("thinking-enabled-without-budget", {"thinking": {"type": "enabled"}}, "thinking.budget_tokens", None),
     ("thinking-disabled-with-budget", {"thinking": {"type": "disabled", "budget_tokens": 10}},
      "thinking.budget_tokens", None),
+    ("enabled-with-zero-cap", {"reasoning": {"enabled": True, "max_thinking_tokens": 0}},
+     "reasoning.max_thinking_tokens", None),
+    ("enabled-with-effort-none", {"reasoning": {"enabled": True, "effort": "none"}}, "reasoning.enabled", None),
     ("enable_thinking-not-bool", {"chat_template_kwargs": {"enable_thinking": "yes"}},
      "chat_template_kwargs.enable_thinking", None),
 ]
