@@ -65,12 +65,14 @@ def _middle(req: ChatCompletionRequest) -> _Thinking:
     return _Thinking()
 
 
-def _max_tokens(req: ChatCompletionRequest, settings: Settings) -> int:
+def _max_tokens(req: ChatCompletionRequest, settings: Settings, thinking_cap: int | None) -> int:
+    """OpenAI's max_completion_tokens covers thinking plus answer; a default leaves
+    the answer its usual room on top of the thinking cap."""
     if req.max_completion_tokens is not None:
         return req.max_completion_tokens
     if req.max_tokens is not None:
         return req.max_tokens
-    return settings.defaults.max_tokens
+    return settings.defaults.max_tokens + (thinking_cap or 0)
 
 
 def plan_request(req: ChatCompletionRequest, settings: Settings) -> Plan:
@@ -101,8 +103,12 @@ def plan_request(req: ChatCompletionRequest, settings: Settings) -> Plan:
         max_think = settings.defaults.max_thinking_tokens
     if max_think == 0:
         thinking, max_think = False, None
+    client_min = r is not None and r.min_thinking_tokens is not None
+    if not client_min and min_think is not None:
+        # A preset's minimum yields to a cap or an off switch the client chose.
+        min_think = min(min_think, max_think) if thinking and max_think is not None else None
     _check_strategy(strategy)
-    max_tokens = _max_tokens(req, settings)
+    max_tokens = _max_tokens(req, settings, max_think if thinking else None)
     budget = r.budget_tokens if r is not None and r.budget_tokens is not None else preset.budget_tokens
     _check_budgets(thinking, min_think, max_think, budget)
     include = not ((r is not None and r.exclude) or req.include_reasoning is False)
@@ -117,7 +123,14 @@ def plan_request(req: ChatCompletionRequest, settings: Settings) -> Plan:
         samples=(r.samples if r is not None and r.samples else preset.samples),
         include_reasoning=include,
         source=source,
+        **_forcing(settings),
     )
+
+
+def _forcing(settings: Settings) -> dict[str, object]:
+    bf = settings.budget_forcing
+    return {"continuation": bf.continuation, "max_continuations": bf.max_continuations,
+            "wrapup": bf.wrapup, "nudge": bf.nudge, "nudge_before": bf.nudge_before}
 
 
 def _apply_reasoning(r, effort, effort_source, thinking, max_think, min_think, strategy, settings):

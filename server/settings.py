@@ -86,6 +86,20 @@ class DefaultsSection(_Frozen):
     max_n: int = 16
     # Thinking budget when thinking is on but nothing names a cap.
     max_thinking_tokens: int = 512
+    # max_tokens, when the client sets none, is max_tokens + the thinking cap.
+
+
+class BudgetForcingSection(_Frozen):
+    """s1 budget-forcing phrases (Muennighoff et al. 2025): data, not code."""
+
+    # Replaces an end of thinking that comes before min_thinking_tokens.
+    continuation: str = "\nWait,"
+    max_continuations: int = Field(default=8, ge=0, le=64)
+    # Appended before the server closes the thinking block at the cap.
+    wrapup: str = ""
+    # Optional soft hint, nudge_before tokens before the cap (0: off).
+    nudge: str = ""
+    nudge_before: int = Field(default=0, ge=0)
 
 
 class Settings(_Frozen):
@@ -93,6 +107,7 @@ class Settings(_Frozen):
     model: ModelSection = ModelSection()
     engine: EngineSection = EngineSection()
     defaults: DefaultsSection = DefaultsSection()
+    budget_forcing: BudgetForcingSection = BudgetForcingSection()
     efforts: dict[str, EffortPreset] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -34,6 +34,9 @@ class Plan:
     wrapup: str = ""
     continuation: str = "Wait"
     max_continuations: int = 0
+    # Soft nudge: ``nudge`` is appended once, ``nudge_before`` tokens before the cap.
+    nudge: str = ""
+    nudge_before: int = 0
     # Where the numbers came from: "reasoning", "thinking", "effort", "default"...
     source: str = "default"
 
@@ -41,6 +44,6 @@ class Plan:
         """The plan as shown to the client in ``reasoning_plan``."""
         data = asdict(self)
         if self.strategy != "budget_forcing":
-            for key in ("wrapup", "continuation", "max_continuations"):
+            for key in ("wrapup", "continuation", "max_continuations", "nudge", "nudge_before"):
                 data.pop(key)
         return {k: v for k, v in data.items() if v not in (None, "", 0) or k in ("thinking", "samples")}

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from .context import RunContext
 from .events import Event
 from .plan import Plan
-from .single import single
+from .single import budget_forcing, single
 
 StrategyFn = Callable[[RunContext, Plan], AsyncIterator[Event]]
 
@@ -27,6 +27,7 @@ KNOWN = (
 
 IMPLEMENTED: dict[str, StrategyFn] = {
     "single": single,
+    "budget_forcing": budget_forcing,
 }
 
 

@@ -194,10 +194,14 @@ def test_planner_is_pure(settings: Settings) -> None:
 
 
 def test_public_plan_shows_what_ran(settings: Settings) -> None:
-    public = plan_request(req(reasoning_effort="low"), settings).public()
-    assert public["strategy"] == "single" and public["effort"] == "low"
-    assert public["thinking"] is True and public["max_thinking_tokens"] == 64
-    assert public["samples"] == 1
+    public = plan_request(req(reasoning_effort="minimal"), settings).public()
+    assert public["strategy"] == "single" and public["effort"] == "minimal"
+    assert public["thinking"] is True and public["max_thinking_tokens"] == 32
+    assert public["samples"] == 1 and "continuation" not in public
+    forced = plan_request(req(reasoning_effort="high"), settings).public()
+    assert forced["strategy"] == "budget_forcing"
+    assert (forced["min_thinking_tokens"], forced["max_thinking_tokens"]) == (192, 320)
+    assert forced["continuation"] == settings.budget_forcing.continuation
     off = plan_request(req(), settings).public()
     assert off["thinking"] is False
     assert "max_thinking_tokens" not in off
