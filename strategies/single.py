@@ -28,7 +28,8 @@ async def single(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
             async for event in events:
                 yield event
         prompt = thought.ids
-    room = ctx.ledger.cap(plan.max_tokens - ctx.ledger.generated)
+    room = ctx.ledger.cap(min(plan.max_tokens - ctx.ledger.generated,
+                              ctx.engine.info.max_model_len - len(prompt)))
     if room <= 0:
         yield ChoiceDone(ctx.choice, "length", _trace(plan, thought, None))
         return

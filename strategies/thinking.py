@@ -70,9 +70,13 @@ def _strip_end(ctx: RunContext, gen: Generation) -> tuple[int, ...]:
     return tuple(ids)
 
 
-def _room(ctx: RunContext, plan: Plan, thought: Thought) -> int:
+def _room(ctx: RunContext, plan: Plan, thought: Thought, ids_len: int, reserve: int) -> int:
+    """Tokens the next thinking request may generate: within the cap, max_tokens,
+    budget_tokens, and the context window (keeping ``reserve`` for what the
+    server still has to insert and at least one answer token)."""
     cap = plan.max_thinking_tokens if plan.max_thinking_tokens is not None else plan.max_tokens
-    left = min(cap - thought.tokens, plan.max_tokens - ctx.ledger.generated)
+    left = min(cap - thought.tokens, plan.max_tokens - ctx.ledger.generated,
+               ctx.engine.info.max_model_len - ids_len - reserve - 1)
     return ctx.ledger.cap(left)
 
 
@@ -80,8 +84,10 @@ async def think(ctx: RunContext, plan: Plan, thought: Thought) -> AsyncIterator[
     """Run the thinking phase, filling ``thought``; yields thinking events."""
     tok = ctx.engine.tokenizer
     ids = ctx.prompt_ids + ctx.think_prefix_ids
+    wrapup = tuple(tok.encode(plan.wrapup)) if plan.wrapup else ()
+    reserve = len(wrapup) + len(ctx.think_suffix_ids)
     while True:
-        room = _room(ctx, plan, thought)
+        room = _room(ctx, plan, thought, len(ids), reserve)
         if room <= 0:
             thought.cut_by_budget = True
             break
@@ -105,17 +111,19 @@ async def think(ctx: RunContext, plan: Plan, thought: Thought) -> AsyncIterator[
             break
         body = gen.prompt_ids + _strip_end(ctx, gen)
         short = plan.min_thinking_tokens is not None and thought.tokens < plan.min_thinking_tokens
-        if short and thought.forced_continuations < plan.max_continuations and _room(ctx, plan, thought) > 0:
+        extend = tuple(tok.encode(plan.continuation))
+        if (short and thought.forced_continuations < plan.max_continuations
+                and _room(ctx, plan, thought, len(body) + len(extend), reserve) > 0):
             thought.forced_continuations += 1
-            ids = body + tuple(tok.encode(plan.continuation))
+            ids = body + extend
             yield _inserted(ctx, thought, plan.continuation)
             continue
         thought.closed_by_model = gen.stop_reason == ctx.engine.info.think_close
         ids = gen.continuation_ids() if thought.closed_by_model else body
         break
     if not thought.closed_by_model:
-        if thought.cut_by_budget and plan.wrapup:
-            ids += tuple(tok.encode(plan.wrapup))
+        if thought.cut_by_budget and wrapup:
+            ids += wrapup
             yield _inserted(ctx, thought, plan.wrapup)
         ids += ctx.think_suffix_ids
     thought.ids = ids
