@@ -174,6 +174,8 @@ async def _observe(events: AsyncIterator[Event | Finished], plan: Plan, state: A
             elif not first_thinking and isinstance(item, Thinking):
                 first_thinking = True
                 m.ttft_thinking.labels(plan.strategy).observe(time.perf_counter() - start)
+            elif isinstance(item, ChoiceDone):
+                m.choice_done(plan.strategy, plan.effort or "none", item.trace)
             elif isinstance(item, Finished):
                 status, usage = "ok", item.usage
             yield item
@@ -198,4 +200,3 @@ def _count(m, plan: Plan, status: str, usage: Usage) -> None:
     m.cached_tokens.labels(plan.strategy).inc(usage.engine_cached_tokens)
 
 
-__all__ = ["chat_completions", "ChoiceDone"]

@@ -32,7 +32,21 @@ class Metrics:
         self.ttft_answer = Histogram("ponder_time_to_first_answer_token_seconds",
                                      "Time to the first answer token", ["strategy"],
                                      buckets=_TIME_BUCKETS, registry=r)
+        self.forced_ends = Counter("ponder_thinking_forced_ends", "Thinking blocks the server ended at the cap",
+                                   ["strategy", "effort"], registry=r)
+        self.forced_continuations = Counter("ponder_thinking_forced_continuations",
+                                            "Early ends of thinking replaced by a continuation (s1 'Wait')",
+                                            ["strategy", "effort"], registry=r)
         self.in_flight = Gauge("ponder_requests_in_flight", "Chat requests being served", registry=r)
+
+    def choice_done(self, strategy: str, effort: str, trace: dict) -> None:
+        thinking = trace.get("thinking")
+        if not isinstance(thinking, dict):
+            return
+        if thinking.get("cut_by_budget"):
+            self.forced_ends.labels(strategy, effort).inc()
+        if thinking.get("forced_continuations"):
+            self.forced_continuations.labels(strategy, effort).inc(thinking["forced_continuations"])
 
     def render(self) -> bytes:
         return generate_latest(self.registry) + generate_latest(REGISTRY)

@@ -50,8 +50,8 @@ async def test_thinking_stays_within_min_and_max(live, lo, hi) -> None:
 @pytest.mark.asyncio
 async def test_mean_thinking_rises_with_effort(live) -> None:
     efforts = ["low", "medium", "high"]
-    bodies = [{"messages": _msgs(p), "temperature": 0.7, "seed": 1, "reasoning_effort": e}
-              for e in efforts for p in PROMPTS]
+    bodies = [{"messages": _msgs(p), "temperature": 0.7, "seed": 1, "reasoning_effort": e,
+               "max_tokens": 400} for e in efforts for p in PROMPTS]
     results = await _batch(live, bodies)
     means = []
     for k, e in enumerate(efforts):
@@ -155,3 +155,6 @@ def test_forced_continuations_reuse_the_prefix_cache(client: openai.OpenAI, live
     assert engine["prompt_tokens"] > engine["cached_tokens"]
     assert r.usage.completion_tokens_details.reasoning_tokens >= 120
     assert r.model_extra["reasoning_plan"]["strategy"] == "budget_forcing"
+    metrics = httpx.get(live.base_url + "/metrics", headers=live.headers()).text
+    assert re.search(r'^ponder_thinking_forced_(ends|continuations)_total\{effort="[a-z]+",strategy="budget_forcing"\} [1-9]',
+                     metrics, re.M)
