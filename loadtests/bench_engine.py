@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import re
@@ -114,6 +115,8 @@ async def bench_direct(folder: str, runs: int, max_tokens: int) -> dict[str, Any
         results = [await direct_request(llm, ids, max_tokens, f"run-{i}") for i in range(runs)]
     finally:
         llm.shutdown()
+        del llm
+        gc.collect()  # finalise AsyncLLM now, not during interpreter teardown
     return {
         "import_vllm_s": t_import - t0,
         "construct_s": t_built - t_import,
@@ -203,9 +206,13 @@ def bench_ponder(runs: int, max_tokens: int, out: Path) -> dict[str, Any]:
             results = [stream_request(client, max_tokens) for _ in range(runs)]
         finally:
             stop(proc)
-    found = re.search(r"engine ready in ([\d.]+) s", log_path.read_text(errors="replace"))
+    log_text = log_path.read_text(errors="replace")
+    found = re.search(r"engine ready in ([\d.]+) s", log_text)
     return {
         "command": " ".join(ponder_command(port)),
+        # True if the model cache was (re)converted during this start: not a warm start.
+        "model_converted": "converting " in log_text,
+        "compile_cache_load_failed": "due to a load failure" in log_text,
         "start_s": t_ready - t0,
         "construct_s": float(found.group(1)) if found else None,
         "start_to_first_token_s": t_first - t0,
@@ -286,6 +293,8 @@ def main(argv: list[str] | None = None) -> None:
     (out / "bench_engine.md").write_text(md + "\n")
     print(md)
     print(f"\nsame greedy text on both sides: {sum(same)}/{len(same)} runs")
+    if ponder["model_converted"]:
+        print("WARNING: ponder serve converted the model during its start: start time is not warm")
     if not plot(rows, out / "bench_engine.png"):
         print("matplotlib not installed: no plot")
     print(f"wrote {out / 'bench_engine.json'} and {out / 'bench_engine.md'}")

@@ -22,10 +22,26 @@ class RunContext:
     request_id: str
     choice: int
     ledger: Ledger
+    # Set for a candidate of a parallel strategy ("s3"): part of its engine ids.
+    tag: str = ""
 
     def sub_id(self, name: str) -> str:
-        """A unique engine request id for one phase of this choice."""
-        return f"{self.request_id}-c{self.choice}-{name}"
+        """A unique engine request id for one phase of this choice (or candidate)."""
+        return f"{self.request_id}-c{self.choice}{self.tag}-{name}"
+
+    def candidate(self, k: int, budget: int | None, logprobs: int | None = None) -> RunContext:
+        """The context of candidate ``k``: its own seed, ids and budget share.
+
+        Its ledger charges this choice's ledger too, so usage counts every
+        candidate; ``budget`` is its share of ``budget_tokens``.
+        """
+        seed = self.sampling.seed
+        sampling = replace(
+            self.sampling,
+            seed=None if seed is None else (seed * 1_000_003 + k) % (2**63),
+            logprobs=logprobs if logprobs is not None else self.sampling.logprobs,
+        )
+        return replace(self, sampling=sampling, tag=f"s{k}", ledger=self.ledger.child(budget))
 
     def phase_sampling(self, **changes: object) -> Sampling:
         return replace(self.sampling, **changes)  # type: ignore[arg-type]

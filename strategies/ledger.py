@@ -76,6 +76,10 @@ class Ledger:
         left = self.remaining()
         return wanted if left is None else min(wanted, left)
 
+    def child(self, budget_tokens: int | None) -> Ledger:
+        """A ledger for one candidate that also charges this one."""
+        return _ChildLedger(self, budget_tokens)
+
     def finish(self) -> Usage:
         return Usage(
             prompt_tokens=self.prompt_tokens,
@@ -86,3 +90,21 @@ class Ledger:
             engine_prompt_tokens=self.engine_prompt_tokens,
             engine_cached_tokens=self.engine_cached_tokens,
         )
+
+
+class _ChildLedger(Ledger):
+    def __init__(self, parent: Ledger, budget_tokens: int | None) -> None:
+        super().__init__(parent.prompt_tokens, budget_tokens)
+        self.parent = parent
+
+    def feed_thinking(self, n: int) -> None:
+        super().feed_thinking(n)
+        self.parent.feed_thinking(n)
+
+    def feed_answer(self, n: int) -> None:
+        super().feed_answer(n)
+        self.parent.feed_answer(n)
+
+    def feed_prompt(self, prompt_tokens: int, cached_tokens: int) -> None:
+        super().feed_prompt(prompt_tokens, cached_tokens)
+        self.parent.feed_prompt(prompt_tokens, cached_tokens)

@@ -1,0 +1,72 @@
+"""Run several async event streams at once and merge them, with cancellation.
+
+Used for the choices of a request and for the candidates of a parallel
+strategy: everything is submitted to the engine together (so it batches), and
+a member can be cancelled alone (early stopping) or all at once (client gone),
+which closes its stream and so aborts its engine requests.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Hashable
+from typing import Any
+
+
+_DONE = object()
+
+
+class FanOut:
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[tuple[Hashable, Any]] = asyncio.Queue()
+        self._tasks: dict[Hashable, asyncio.Task[None]] = {}
+        self._live: set[Hashable] = set()
+
+    def start(self, key: Hashable, stream: AsyncIterator[Any]) -> None:
+        self._live.add(key)
+        self._tasks[key] = asyncio.create_task(self._pump(key, stream))
+
+    async def _pump(self, key: Hashable, stream: AsyncIterator[Any]) -> None:
+        try:
+            async for item in stream:
+                await self._queue.put((key, item))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer, which decides
+            await self._queue.put((key, exc))
+            return
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        await self._queue.put((key, _DONE))
+
+    @property
+    def running(self) -> set[Hashable]:
+        return set(self._live)
+
+    async def cancel(self, key: Hashable) -> None:
+        """Stop one member now (its engine requests are aborted)."""
+        task = self._tasks.get(key)
+        self._live.discard(key)
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def events(self) -> AsyncIterator[tuple[Hashable, Any, bool]]:
+        """(key, item, done) until every live member ended; exceptions re-raise."""
+        while self._live:
+            key, item = await self._queue.get()
+            if key not in self._live:
+                continue  # a cancelled member's leftovers
+            if item is _DONE:
+                self._live.discard(key)
+                yield key, None, True
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield key, item, False
+
+    async def aclose(self) -> None:
+        self._live.clear()
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
