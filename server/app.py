@@ -122,5 +122,8 @@ async def _start(state: AppState, start_engine: Callable[[], Any]) -> None:
         state.startup_error = f"{type(exc).__name__}: {exc}"
         log.exception("engine failed to start")
         return
+    from .prompt import followup_renderer
+
+    state.followup = followup_renderer(state.engine.tokenizer, state.settings.model.chat_template_kwargs)
     state.started_at = time.time()
     log.info("engine ready in %.1f s", time.perf_counter() - t0)

@@ -79,7 +79,8 @@ async def chat_completions(request: Request, req: ChatCompletionRequest, state: 
         return RunContext(
             engine=engine, prompt_ids=prompt.ids, think_prefix_ids=prompt.think_prefix_ids,
             think_suffix_ids=prompt.think_suffix_ids, sampling=sampling_for(req, plan, i),
-            request_id=rid, choice=i, ledger=Ledger(len(prompt.ids), plan.budget_tokens))
+            request_id=rid, choice=i, ledger=Ledger(len(prompt.ids), plan.budget_tokens),
+            followup=state.followup)
 
     meta = ResponseMeta(
         id=f"chatcmpl-{rid}", model=req.model, n=req.n, plan=plan.public(),
@@ -87,6 +88,8 @@ async def chat_completions(request: Request, req: ChatCompletionRequest, state: 
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
         created=int(time.time()))
     events = _observe(run_plan(plan, req.n, make_ctx), plan, state)
+    if plan.samples > 1:  # phases without client-visible tokens: keep the stream alive
+        events = _with_pings(events, state.settings.server.ping_interval)
     headers = {"x-request-id": rid, "x-reasoning-strategy": plan.strategy}
     if req.stream:
         return StreamingResponse(_stream(events, meta), media_type="text/event-stream",
@@ -98,10 +101,37 @@ async def chat_completions(request: Request, req: ChatCompletionRequest, state: 
 async def _fold(events: AsyncIterator[Event | Finished], meta: ResponseMeta) -> dict:
     fold = ResponseFold(meta)
     async for item in events:
+        if item is PING:
+            continue
         if isinstance(item, Finished):
             return fold.finish(item.usage)
         fold.feed(item)
     raise RuntimeError("strategy run ended without usage")
+
+
+PING = object()
+
+
+async def _with_pings(events: AsyncIterator, interval: float) -> AsyncIterator:
+    """Pass events through; yield ``PING`` whenever none came for ``interval`` s."""
+    it = events.__aiter__()
+    nxt = asyncio.ensure_future(it.__anext__())
+    try:
+        while True:
+            done, _ = await asyncio.wait({nxt}, timeout=interval)
+            if not done:
+                yield PING
+                continue
+            try:
+                item = nxt.result()
+            except StopAsyncIteration:
+                return
+            yield item
+            nxt = asyncio.ensure_future(it.__anext__())
+    finally:
+        nxt.cancel()
+        await asyncio.gather(nxt, return_exceptions=True)
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 async def _stream(events: AsyncIterator[Event | Finished], meta: ResponseMeta) -> AsyncIterator[bytes]:
@@ -109,6 +139,9 @@ async def _stream(events: AsyncIterator[Event | Finished], meta: ResponseMeta) -
     yield enc.start()
     try:
         async for item in events:
+            if item is PING:
+                yield b": ping\n\n"
+                continue
             if isinstance(item, Finished):
                 yield enc.finish(item.usage)
                 return

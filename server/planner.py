@@ -120,11 +120,48 @@ def plan_request(req: ChatCompletionRequest, settings: Settings) -> Plan:
         min_thinking_tokens=min_think if thinking else None,
         budget_tokens=budget,
         max_tokens=max_tokens,
-        samples=(r.samples if r is not None and r.samples else preset.samples),
         include_reasoning=include,
         source=source,
         **_forcing(settings),
+        **_parallel(req, strategy, preset, settings),
     )
+
+
+_PARALLEL = ("self_consistency", "best_of_n")
+_SCORERS = ("confidence", "self_judge", "reward_model")
+
+
+def _parallel(req: ChatCompletionRequest, strategy: str, preset: EffortPreset,
+              settings: Settings) -> dict[str, object]:
+    """Sampling options; they only mean something for the parallel strategies."""
+    r, p = req.reasoning, settings.parallel
+    given = r.model_fields_set if r is not None else set()
+    if strategy not in _PARALLEL:
+        for name in ("samples", "scorer", "early_stop", "stream_candidates"):
+            if name in given and getattr(r, name) not in (None, 1, False):
+                raise bad_request(f"reasoning.{name} needs a parallel strategy (self_consistency, best_of_n)",
+                                  f"reasoning.{name}")
+        return {"samples": 1}
+    samples = r.samples if r is not None and r.samples else (preset.samples if preset.samples > 1 else p.samples)
+    if samples * req.n > p.max_candidates:
+        raise bad_request(f"n x samples = {samples * req.n} is above this server's limit of "
+                          f"{p.max_candidates} candidates per request", "reasoning.samples")
+    scorer = r.scorer if r is not None and r.scorer else (p.scorer if strategy == "best_of_n" else None)
+    if scorer is not None and scorer not in _SCORERS:
+        raise bad_request(f"unknown scorer {scorer!r}; use one of {', '.join(_SCORERS)}", "reasoning.scorer")
+    if scorer == "reward_model" and not p.reward_model:
+        raise bad_request("the reward_model scorer needs a reward model configured on the server "
+                          "([parallel] reward_model); use confidence or self_judge", "reasoning.scorer")
+    if scorer is not None and strategy == "self_consistency" and scorer != "confidence":
+        raise bad_request("self_consistency weighs votes by confidence only", "reasoning.scorer")
+    early = r.early_stop if r is not None and r.early_stop is not None else p.early_stop
+    return {
+        "samples": samples, "scorer": scorer, "early_stop": early and strategy == "self_consistency",
+        "vote": "weighted" if scorer == "confidence" and strategy == "self_consistency" else p.vote,
+        "window": p.window, "stop_rule": p.stop_rule, "stop_threshold": p.stop_threshold,
+        "judge_question": p.judge_question,
+        "stream_candidates": bool(r is not None and r.stream_candidates),
+    }
 
 
 def _forcing(settings: Settings) -> dict[str, object]:

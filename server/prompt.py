@@ -55,3 +55,26 @@ def render(req: ChatCompletionRequest, tokenizer: Any, think_open: str, think_cl
     prefix = () if opened or native_thinking else tuple(tokenizer.encode(think_open + "\n", add_special_tokens=False))
     suffix = tuple(tokenizer.encode("\n" + think_close + "\n\n", add_special_tokens=False))
     return Prompt(ids, prefix, suffix)
+
+
+def followup_renderer(tokenizer: Any, template_kwargs: dict[str, Any]):
+    """``question -> ids`` that end an assistant turn, ask ``question`` as the
+    user and open the next assistant turn, in the model's own chat template.
+
+    Rendered by difference: the same conversation with and without the extra
+    user turn; what follows the assistant's text is the follow-up.
+    """
+    mark = "\u2063PONDER\u2063"
+    base = [{"role": "user", "content": "q"}, {"role": "assistant", "content": mark}]
+    cache: dict[str, tuple[int, ...]] = {}
+
+    def render_followup(question: str) -> tuple[int, ...]:
+        if question not in cache:
+            text = tokenizer.apply_chat_template(
+                [*base, {"role": "user", "content": question}], tokenize=False,
+                add_generation_prompt=True, **template_kwargs)
+            tail = text[text.index(mark) + len(mark):]
+            cache[question] = tuple(tokenizer.encode(tail, add_special_tokens=False))
+        return cache[question]
+
+    return render_followup

@@ -30,6 +30,8 @@ class ServerSection(_Frozen):
     # Which reasoning fields to fill: DeepSeek's, vLLM's, or both.
     reasoning_fields: Literal["both", "reasoning_content", "reasoning"] = "both"
     log_level: str = "info"
+    # SSE comment pings during phases without tokens (sampling before a vote).
+    ping_interval: float = Field(default=10.0, gt=0, le=15.0)
 
 
 class ModelSection(_Frozen):
@@ -102,12 +104,31 @@ class BudgetForcingSection(_Frozen):
     nudge_before: int = Field(default=0, ge=0)
 
 
+class ParallelSection(_Frozen):
+    """Defaults for self_consistency and best_of_n."""
+
+    samples: int = Field(default=8, ge=1, le=64)
+    # Most candidates one request may start (n x samples).
+    max_candidates: int = Field(default=64, ge=1)
+    vote: Literal["majority", "weighted"] = "majority"
+    early_stop: bool = True
+    window: int = Field(default=4, ge=1)
+    stop_rule: Literal["esc", "adaptive", "overtake"] = "esc"
+    stop_threshold: float = Field(default=0.95, gt=0.5, lt=1.0)
+    scorer: Literal["confidence", "self_judge", "reward_model"] = "confidence"
+    judge_question: str = "Is your answer above correct? Reply with Yes or No."
+    # A reward / process-reward model served by vLLM's pooling runner (GPU
+    # deployments). Empty: the reward_model scorer is refused with a 400.
+    reward_model: str = ""
+
+
 class Settings(_Frozen):
     server: ServerSection = ServerSection()
     model: ModelSection = ModelSection()
     engine: EngineSection = EngineSection()
     defaults: DefaultsSection = DefaultsSection()
     budget_forcing: BudgetForcingSection = BudgetForcingSection()
+    parallel: ParallelSection = ParallelSection()
     efforts: dict[str, EffortPreset] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -24,6 +24,8 @@ class AppState:
     engine: Any = None  # strategies.engine.Engine once started
     started_at: float = 0.0
     startup_error: str | None = None
+    # question -> follow-up turn ids, set once the engine's tokenizer is known
+    followup: Any = None
 
     @property
     def model_names(self) -> tuple[str, ...]:

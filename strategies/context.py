@@ -1,6 +1,7 @@
 """What a strategy run gets: the engine, the prompt and this choice's ledger."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from .engine import Engine, Sampling
@@ -24,6 +25,10 @@ class RunContext:
     ledger: Ledger
     # Set for a candidate of a parallel strategy ("s3"): part of its engine ids.
     tag: str = ""
+    # Token ids that end the assistant turn, add a user turn with this text and
+    # open the next assistant turn (the chat template's follow-up); for judges
+    # and critique rounds.
+    followup: Callable[[str], tuple[int, ...]] | None = None
 
     def sub_id(self, name: str) -> str:
         """A unique engine request id for one phase of this choice (or candidate)."""

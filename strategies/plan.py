@@ -37,6 +37,14 @@ class Plan:
     # Soft nudge: ``nudge`` is appended once, ``nudge_before`` tokens before the cap.
     nudge: str = ""
     nudge_before: int = 0
+    # Parallel sampling: vote "majority" | "weighted"; early stopping samples in
+    # windows of ``window`` and stops by ``stop_rule`` ("esc" | "adaptive" |
+    # "overtake"); the self-judge question.
+    vote: str = "majority"
+    window: int = 0
+    stop_rule: str = "esc"
+    stop_threshold: float = 0.95
+    judge_question: str = ""
     # Where the numbers came from: "reasoning", "thinking", "effort", "default"...
     source: str = "default"
 
@@ -46,4 +54,8 @@ class Plan:
         if self.strategy != "budget_forcing":
             for key in ("wrapup", "continuation", "max_continuations", "nudge", "nudge_before"):
                 data.pop(key)
+        if self.strategy not in ("self_consistency", "best_of_n"):
+            for key in ("vote", "window", "stop_rule", "stop_threshold", "early_stop"):
+                data.pop(key)
+        data.pop("judge_question")
         return {k: v for k, v in data.items() if v not in (None, "", 0) or k in ("thinking", "samples")}

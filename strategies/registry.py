@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from .context import RunContext
 from .events import Event
 from .plan import Plan
+from .parallel import best_of_n, self_consistency
 from .single import budget_forcing, single
 
 StrategyFn = Callable[[RunContext, Plan], AsyncIterator[Event]]
@@ -28,6 +29,8 @@ KNOWN = (
 IMPLEMENTED: dict[str, StrategyFn] = {
     "single": single,
     "budget_forcing": budget_forcing,
+    "self_consistency": self_consistency,
+    "best_of_n": best_of_n,
 }
 
 
