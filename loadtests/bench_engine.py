@@ -13,7 +13,9 @@ one after the other, never at the same time.
 1. Direct: in this process, ``import vllm`` (timed), then
    ``AsyncLLM.from_engine_args`` (timed: construction) and one 1-token
    generation of the benchmark prompt (timed: construction + first token =
-   "engine start"). Then ``runs`` generations of that prompt.
+   "engine start"). Then ``runs`` generations of that prompt. (ponder imports
+   vllm inside its engine start, so its logged engine time is compared with
+   import + construction here.)
 2. ponder: ``ponder serve --port P --default-effort none`` as a subprocess.
    "Engine start" is spawn until ``GET /ready`` answers 200; it includes Python
    imports, the model-cache check and the HTTP server. The server's own log
@@ -234,8 +236,8 @@ def table(direct: dict[str, Any], ponder: dict[str, Any]) -> tuple[str, list[tup
     rows = [
         ("Engine start, s (direct: construct + 1st token; ponder: spawn to /ready 200)",
          direct["start_s"], ponder["start_s"]),
-        ("Engine construction only, s (ponder: its log 'engine ready in')",
-         direct["construct_s"], ponder["construct_s"]),
+        ("`import vllm` + engine construction, s (ponder: its log 'engine ready in')",
+         direct["import_vllm_s"] + direct["construct_s"], ponder["construct_s"]),
         ("Cold to first token, s (direct incl. `import vllm`; ponder: spawn to 1-token reply)",
          direct["start_to_first_token_incl_import_s"], ponder["start_to_first_token_s"]),
         ("Output tokens/s per request, median", d["tok_per_s"], p["tok_per_s"]),
@@ -249,6 +251,9 @@ def table(direct: dict[str, Any], ponder: dict[str, Any]) -> tuple[str, list[tup
         fa = f"{a:.2f}" if a is not None else "n/a"
         fb = f"{b:.2f}" if b is not None else "n/a"
         lines.append(f"| {label} | {fa} | {fb} | {ratio} |")
+    for name, side in (("direct", direct), ("ponder", ponder)):
+        rates = ", ".join(f"{r['tokens'] / r['wall_s']:.1f}" for r in side["runs"])
+        lines.append(f"\n{name} tok/s per run: {rates}")
     return "\n".join(lines), rows
 
 

@@ -109,7 +109,7 @@ def create_app(state: AppState, start_engine: Callable[[], Any] | None = None) -
 
     @app.get("/metrics")
     async def _metrics() -> Response:
-        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(state.metrics.render(state.engine), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return app
 

@@ -37,9 +37,27 @@ class Metrics:
         self.forced_continuations = Counter("ponder_thinking_forced_continuations",
                                             "Early ends of thinking replaced by a continuation (s1 'Wait')",
                                             ["strategy", "effort"], registry=r)
+        self.candidates = Counter("ponder_candidates", "Candidates of parallel strategies by outcome",
+                                  ["strategy", "outcome"], registry=r)
+        self.early_stops = Counter("ponder_early_stops", "Parallel runs stopped early", ["strategy"], registry=r)
+        self.tokens_saved = Counter("ponder_early_stop_tokens_saved",
+                                    "Estimated tokens not generated thanks to early stopping",
+                                    ["strategy"], registry=r)
+        self.engine_unfinished = Gauge("ponder_engine_unfinished_requests",
+                                       "Engine requests not finished (running or waiting), read at scrape",
+                                       registry=r)
         self.in_flight = Gauge("ponder_requests_in_flight", "Chat requests being served", registry=r)
 
     def choice_done(self, strategy: str, effort: str, trace: dict) -> None:
+        cands = trace.get("candidates")
+        if isinstance(cands, list):
+            aborted = sum(1 for c in cands if c.get("aborted"))
+            self.candidates.labels(strategy, "started").inc(len(cands))
+            self.candidates.labels(strategy, "finished").inc(len(cands) - aborted)
+            self.candidates.labels(strategy, "aborted").inc(aborted)
+            if trace.get("early_stopped"):
+                self.early_stops.labels(strategy).inc()
+                self.tokens_saved.labels(strategy).inc(trace.get("tokens_saved_estimate", 0))
         thinking = trace.get("thinking")
         if not isinstance(thinking, dict):
             return
@@ -48,5 +66,7 @@ class Metrics:
         if thinking.get("forced_continuations"):
             self.forced_continuations.labels(strategy, effort).inc(thinking["forced_continuations"])
 
-    def render(self) -> bytes:
+    def render(self, engine: object = None) -> bytes:
+        if engine is not None and hasattr(engine, "num_unfinished_requests"):
+            self.engine_unfinished.set(engine.num_unfinished_requests())
         return generate_latest(self.registry) + generate_latest(REGISTRY)

@@ -146,7 +146,8 @@ async def self_consistency(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
         left = plan.samples - len(pool.finished())
         # ESC looks at a window once all of it has finished.
         keys = state["window"] if not pool.fan.running else []
-        state["stopped"] = should_stop(plan.stop_rule, tally, keys, left, plan.stop_threshold)
+        # Stopping when nothing is left to sample saves nothing: not an early stop.
+        state["stopped"] = left > 0 and should_stop(plan.stop_rule, tally, keys, left, plan.stop_threshold)
         return state["stopped"]
 
     try:
@@ -166,7 +167,19 @@ async def self_consistency(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     votes = {k: tally.counts[k] for k in tally.ranked(weighted)}
     yield ChoiceDone(ctx.choice, winner.finish_reason or "stop",
                      _trace(plan, pool, winner, votes=votes, early_stopped=state["stopped"],
-                            answer=winner.key))
+                            answer=winner.key, tokens_saved_estimate=_saved(pool, plan)))
+
+
+def _saved(pool: Pool, plan: Plan) -> int:
+    """Tokens early stopping did not spend: never-started candidates at the mean
+    length of the finished ones, plus what aborted ones would have added."""
+    done = [c for c in pool.finished() if not c.aborted]
+    if not done:
+        return 0
+    mean = sum(c.tokens for c in done) / len(done)
+    unstarted = plan.samples - len(pool.candidates)
+    aborted = sum(max(0.0, mean - c.tokens) for c in pool.candidates.values() if c.aborted)
+    return round(unstarted * mean + aborted)
 
 
 def _pick_by_vote(pool: Pool, tally: Tally, weighted: bool) -> Candidate:

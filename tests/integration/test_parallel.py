@@ -1,0 +1,118 @@
+"""Parallel test-time compute on the real engine: batching, early stopping,
+cancellation, exact usage."""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import httpx
+import openai
+import pytest
+
+from .sse import post_stream
+
+pytestmark = pytest.mark.integration
+
+EASY = [{"role": "user", "content": "What is 6 times 7? Give just the number."}]
+STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
+
+
+def _create(client: openai.OpenAI, live, messages, reasoning: dict, **kw):
+    return client.chat.completions.create(model=live.model, messages=messages,
+                                          extra_body={"reasoning": reasoning}, **kw)
+
+
+def test_eight_samples_cost_less_than_twice_one(client: openai.OpenAI, live) -> None:
+    kw = dict(max_tokens=64, temperature=1.0, seed=11)
+    _create(client, live, STORY, {"strategy": "best_of_n", "samples": 2}, **kw)  # warm the prefix cache
+    times = {}
+    for samples in (1, 8):
+        t0 = time.perf_counter()
+        r = _create(client, live, STORY, {"strategy": "best_of_n", "samples": samples}, **kw)
+        times[samples] = time.perf_counter() - t0
+        assert len(r.choices[0].model_extra["reasoning_trace"]["candidates"]) == samples
+        assert r.usage.completion_tokens >= samples * 32
+    assert times[8] < 2 * times[1], times
+
+
+def test_early_stopping_saves_tokens_when_candidates_agree(client: openai.OpenAI, live) -> None:
+    kw = dict(max_tokens=48, temperature=0.0)
+    fixed = _create(client, live, EASY, {"strategy": "self_consistency", "samples": 8, "early_stop": False}, **kw)
+    early = _create(client, live, EASY, {"strategy": "self_consistency", "samples": 8, "early_stop": True}, **kw)
+    ft, et = fixed.choices[0].model_extra["reasoning_trace"], early.choices[0].model_extra["reasoning_trace"]
+    assert et["early_stopped"] is True and ft["early_stopped"] is False
+    assert et["answer"] == ft["answer"]
+    assert early.choices[0].message.content == fixed.choices[0].message.content
+    assert early.usage.completion_tokens <= 0.6 * fixed.usage.completion_tokens
+    assert et["tokens_saved_estimate"] > 0
+    metrics = httpx.get(live.base_url + "/metrics", headers=live.headers()).text
+    assert re.search(r'^ponder_early_stops_total\{strategy="self_consistency"\} [1-9]', metrics, re.M)
+
+
+@pytest.mark.parametrize(
+    "reasoning",
+    [{"strategy": "self_consistency", "samples": 5, "early_stop": False},
+     {"strategy": "self_consistency", "samples": 6, "scorer": "confidence"},
+     {"strategy": "best_of_n", "samples": 4},
+     {"strategy": "best_of_n", "samples": 3, "scorer": "self_judge"},
+     {"strategy": "self_consistency", "samples": 4, "effort": "low"}],
+    ids=["sc-majority", "sc-weighted", "bon-confidence", "bon-self-judge", "sc-with-thinking"],
+)
+def test_stream_equals_non_stream_and_usage_is_the_trace_sum(live, reasoning) -> None:
+    body = {"model": live.model, "messages": EASY, "max_tokens": 40, "temperature": 0.9, "seed": 3,
+            "reasoning": reasoning}
+    full = httpx.post(live.base_url + "/v1/chat/completions", json=body, headers=live.headers(),
+                      timeout=300).json()
+    s = post_stream(live.base_url, {**body, "stream": True, "stream_options": {"include_usage": True}},
+                    live.headers())
+    msg, joined = full["choices"][0]["message"], s.joined(1)[0]
+    assert joined["content"] == msg["content"]
+    assert joined["reasoning_content"] == (msg["reasoning_content"] or "")
+    assert s.chunks[-1]["usage"]["completion_tokens"] == full["usage"]["completion_tokens"]
+    assert any(c.startswith(": progress") for c in s.comments)
+    trace = full["choices"][0]["reasoning_trace"]
+    judged = len(trace["candidates"]) if reasoning.get("scorer") == "self_judge" else 0
+    assert full["usage"]["completion_tokens"] == sum(c["tokens"] for c in trace["candidates"]) + judged
+    assert trace["candidates"][trace["selected"]]["aborted"] is False
+
+
+def test_stream_candidates_tags_every_candidate(live) -> None:
+    body = {"model": live.model, "messages": EASY, "max_tokens": 60, "temperature": 0.9, "seed": 4,
+            "stream": True, "reasoning": {"strategy": "self_consistency", "samples": 3, "early_stop": False,
+                                          "effort": "minimal", "stream_candidates": True}}
+    s = post_stream(live.base_url, body, live.headers())
+    tagged = {ch["candidate"] for c in s.chunks for ch in c["choices"] if "candidate" in ch}
+    assert tagged == {0, 1, 2}
+
+
+def _unfinished(live) -> float:
+    text = httpx.get(live.base_url + "/metrics", headers=live.headers()).text
+    return float(re.search(r"^ponder_engine_unfinished_requests (\S+)$", text, re.M).group(1))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "non-stream"])
+async def test_disconnect_mid_sampling_aborts_every_engine_request(live, stream: bool) -> None:
+    body = {"model": live.model, "messages": STORY, "max_tokens": 400, "temperature": 1.0, "stream": stream,
+            "reasoning": {"strategy": "self_consistency", "samples": 8, "early_stop": False}}
+    url = live.base_url + "/v1/chat/completions"
+    async with httpx.AsyncClient(timeout=60) as http:
+        if stream:
+            async with http.stream("POST", url, json=body, headers=live.headers()) as r:
+                assert r.status_code == 200
+                lines = r.aiter_lines()  # kept open: leaving an `async for` would close it
+                while not (await lines.__anext__()).startswith("data: "):
+                    pass  # until the role chunk: sampling has started
+                await asyncio.sleep(1.0)
+                assert _unfinished(live) >= 8  # the candidates are running
+        else:
+            task = asyncio.ensure_future(http.post(url, json=body, headers=live.headers()))
+            await asyncio.sleep(1.5)
+            assert _unfinished(live) >= 8
+            task.cancel()  # the client goes away: httpx closes the connection
+            await asyncio.gather(task, return_exceptions=True)
+    deadline = time.monotonic() + 5
+    while _unfinished(live) > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert _unfinished(live) == 0
