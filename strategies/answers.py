@@ -11,11 +11,19 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-_NUM = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+"
-_ANSWER_IS = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*(.+)", re.I)
-_CHOICE = re.compile(r"^\(?([A-E])\)?(?:[.):\s]|$)")
+# Commas only as thousands separators: "1,200" is one number, "1,2" is two.
+_NUM = r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+"
+# "is" as a word ("isn't" is no answer), optionally "is:"; markdown bold around it.
+_ANSWER_IS = re.compile(r"(?:final answer|the answer|answer)[*_]*\s*(?:is\b\s*:?|:|=)[*_]*\s*(.+)", re.I)
+# Where a stated answer ends: a new sentence, or its justification.
+_ANSWER_END = re.compile(r"\.\s+(?=[A-Z])|;|,?\s+(?:because|since)\b", re.I)
+# A whole answer that is a choice: "(B)", "(B) 17", "B", "B.", "B) 17", "B: 17".
+_CHOICE = re.compile(r"\(([A-E])\)(?!\S)|([A-E])(?:[.):]|$)(?!\S)")
+# A choice inside text: "(C)" not part of a call like "P(C)", or a line that is only a letter.
+_CHOICE_IN_TEXT = re.compile(r"(?<![\w)\\])\(([A-E])\)(?![\w(])|^[ \t*]*\(?([A-E])[.)]?[ \t*]*$", re.M)
 _NUMBER = re.compile(_NUM)
 _FRAC = re.compile(r"\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
 def _boxed(text: str) -> str | None:
@@ -32,7 +40,7 @@ def _boxed(text: str) -> str | None:
 
 def extract(text: str) -> str | None:
     """The final answer in ``text`` as written, or None when there is none."""
-    text = text.strip()
+    text = text.strip().replace("\u2212", "-")  # a typeset minus sign is still a minus
     if not text:
         return None
     boxed = _boxed(text)
@@ -40,8 +48,14 @@ def extract(text: str) -> str | None:
         return boxed.strip()
     said = _ANSWER_IS.findall(text)
     if said:
-        return said[-1].strip().split("\n")[0].rstrip(". ")
-    numbers = _NUMBER.findall(text)
+        return _ANSWER_END.split(said[-1].strip(), 1)[0].strip(" *").rstrip(". ").strip(" *")
+    if "\n" not in text and _CHOICE.match(text.strip(" *$")):
+        return text  # the whole answer is a choice, as in "B) 17"
+    choices = list(_CHOICE_IN_TEXT.finditer(text))
+    if choices:
+        return choices[-1].group(0).strip(" \t*")
+    # \frac{a}{b} is one number, not its last digits.
+    numbers = _NUMBER.findall(_FRAC.sub(r"\1/\2", text))
     if numbers:
         return numbers[-1]
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -49,7 +63,8 @@ def extract(text: str) -> str | None:
 
 
 def _as_number(s: str) -> Fraction | None:
-    s = _FRAC.sub(r"\1/\2", s).replace("$", "").replace(",", "").strip().rstrip(".")
+    s = _FRAC.sub(r"\1/\2", s).replace("\u2212", "-").replace("$", "")
+    s = _THOUSANDS.sub("", s).strip().rstrip(".")
     m = re.fullmatch(r"(-?)(\d+(?:\.\d+)?|\.\d+)(?:/(\d+))?\s*%?", s)
     if not m:
         found = _NUMBER.findall(s)
@@ -67,9 +82,9 @@ def key(answer: str | None) -> str | None:
     """A canonical key: equal keys are the same answer."""
     if answer is None:
         return None
-    choice = _CHOICE.match(answer.strip())
-    if choice and len(answer.strip()) <= 4:
-        return choice.group(1)
+    choice = _CHOICE.match(answer.strip(" \t\n*$").rstrip("."))
+    if choice:
+        return choice.group(1) or choice.group(2)
     number = _as_number(answer)
     if number is not None:
         return str(number)

@@ -26,6 +26,8 @@ class Sampling:
     frequency_penalty: float = 0.0
     n: int = 1
     skip_special_tokens: bool = True
+    # Benchmarks only: generate exactly max_tokens.
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,8 @@ class Candidate:
     score: float | None = None
     aborted: bool = False
     tokens: int = 0
+    # Its stream ended (FanOut's end marker): only then is it counted and voted on.
+    done: bool = False
 
     def feed(self, event: Event) -> None:
         if isinstance(event, ChoiceDone):
@@ -66,7 +68,9 @@ class Pool:
     def __init__(self, ctx: RunContext, plan: Plan, logprobs: int | None) -> None:
         self.ctx, self.logprobs = ctx, logprobs
         self.plan = replace(plan, strategy="single")
-        self.share = plan.budget_tokens // plan.samples if plan.budget_tokens else None
+        # self_judge then spends one token per candidate: keep it inside budget_tokens.
+        judges = plan.samples if plan.strategy == "best_of_n" and plan.scorer == "self_judge" else 0
+        self.share = max(0, plan.budget_tokens - judges) // plan.samples if plan.budget_tokens else None
         self.fan = FanOut()
         self.candidates: dict[int, Candidate] = {}
         self.ledgers: dict[int, object] = {}
@@ -84,7 +88,9 @@ class Pool:
             self.candidates[k].tokens = self.ledgers[k].generated  # type: ignore[attr-defined]
 
     def finished(self) -> list[Candidate]:
-        return [c for c in self.candidates.values() if c.finish_reason is not None]
+        # By end marker, as ``_collect`` counts votes: a ChoiceDone already fed for a
+        # candidate whose end is still queued must not shrink the samples left.
+        return [c for c in self.candidates.values() if c.done]
 
 
 def _logprobs_needed(ctx: RunContext, plan: Plan) -> int | None:
@@ -102,6 +108,7 @@ async def _collect(pool: Pool, plan: Plan, on_done) -> AsyncIterator[Event]:
             if plan.stream_candidates and isinstance(event, Thinking) and event.text:
                 yield Thinking(ctx.choice, event.text, candidate=k)
             continue
+        cand.done = True
         cand.tokens = pool.ledgers[k].generated  # type: ignore[attr-defined]
         cand.key = answer_key(cand.answer)
         if plan.vote == "weighted" or plan.strategy == "best_of_n":
@@ -115,12 +122,15 @@ async def _collect(pool: Pool, plan: Plan, on_done) -> AsyncIterator[Event]:
 
 
 def _replay(ctx: RunContext, winner: Candidate) -> list[Event]:
-    """The winner's events as this choice's, without logprobs the client did not ask for."""
-    keep_lp = ctx.sampling.logprobs is not None
+    """The winner's events as this choice's, without logprobs the client did not ask for
+    (candidates may have sampled more top logprobs, for confidence, than it wants)."""
+    k = ctx.sampling.logprobs
     out: list[Event] = []
     for e in winner.events:
         if isinstance(e, Answer):
-            out.append(Answer(ctx.choice, e.text, e.logprobs if keep_lp else None))
+            lps = None if k is None or e.logprobs is None else tuple(
+                TokenLogprob(lp.token, lp.logprob, lp.top[:k]) for lp in e.logprobs)
+            out.append(Answer(ctx.choice, e.text, lps))
         elif isinstance(e, Thinking):
             out.append(Thinking(ctx.choice, e.text))
     return out

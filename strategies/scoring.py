@@ -22,8 +22,9 @@ CONFIDENCE_TOP_K = 5
 GROUP = 32
 
 
-def token_confidence(lp: TokenLogprob) -> float:
-    values = [v for _, v in lp.top if v != float("-inf")] or [lp.logprob]
+def token_confidence(lp: TokenLogprob, k: int = CONFIDENCE_TOP_K) -> float:
+    # The top ``k`` only: a client asking for more top_logprobs must not change scores.
+    values = [v for _, v in lp.top[:k] if v != float("-inf")] or [lp.logprob]
     return -sum(values) / len(values)
 
 

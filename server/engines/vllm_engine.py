@@ -88,6 +88,7 @@ def _sampling_params(s: Sampling) -> SamplingParams:
         presence_penalty=s.presence_penalty,
         frequency_penalty=s.frequency_penalty,
         skip_special_tokens=s.skip_special_tokens,
+        ignore_eos=s.ignore_eos,
         output_kind=RequestOutputKind.DELTA,
     )
 
