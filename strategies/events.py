@@ -15,6 +15,8 @@ class Thinking:
     choice: int
     text: str
     candidate: int | None = None  # set when streaming every candidate
+    # Token log-probabilities, for scorers (never sent to the client).
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True)

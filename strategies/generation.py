@@ -83,13 +83,14 @@ class Generation:
         for channel, text in segments:
             if channel == "thinking":
                 self.thinking_text.append(text)
-                events.append(Thinking(choice, text))
+                events.append(Thinking(choice, text, logprobs=logprobs))
             else:
                 self.answer_text.append(text)
                 events.append(Answer(choice, text, logprobs))
-                logprobs = None  # attach a delta's logprobs once
-        if logprobs and not segments and n:
-            events.append(Answer(choice, "", logprobs))
+            logprobs = None  # attach a delta's logprobs once
+        if logprobs and not segments and n:  # text held back: keep the logprobs on their channel
+            cls = Thinking if self.splitter.channel == "thinking" else Answer
+            events.append(cls(choice, "", logprobs=logprobs))
         return events
 
     def continuation_ids(self, drop: Sequence[int] = ()) -> tuple[int, ...]:

@@ -135,10 +135,10 @@ def _inserted(ctx: RunContext, thought: Thought, text: str) -> Thinking:
 
 
 def _sampling(ctx: RunContext, max_tokens: int):
-    # The client's stop strings and logprobs belong to the answer, not the thinking.
+    # The client's stop strings belong to the answer, not the thinking. Logprobs
+    # are kept: confidence scorers read them (clients only get the answer's).
     return ctx.phase_sampling(
         max_tokens=max(max_tokens, 1),
         stop=(ctx.engine.info.think_close,),
         stop_token_ids=(),
-        logprobs=None,
     )

@@ -273,7 +273,8 @@ async def test_logprobs_sampled_for_scoring_are_not_returned_beyond_the_request(
     # Confidence-weighted votes need the top 5 of every answer token.
     answer_calls = [c for c in engine.calls if c.request_id.endswith("-answer")]
     assert [c.sampling.logprobs for c in answer_calls] == [5] * 3
-    assert all(c.sampling.logprobs is None for c in engine.calls if c.request_id.endswith("-think"))
+    # ...and of the thinking: DeepConf scores the reasoning trace, not just the answer.
+    assert all(c.sampling.logprobs == 5 for c in engine.calls if c.request_id.endswith("-think"))
     lps = [lp for e in events if isinstance(e, Answer) for lp in (e.logprobs or ())]
     if client_logprobs is None:
         assert lps == []
@@ -422,8 +423,14 @@ async def test_best_of_n_confidence_picks_the_highest_lowest_group_confidence(th
     assert expected[1] > expected[0] == expected[2]
     assert sum(map(confidence_of, CONFIDENT[2] + EOS)) / 65 > expected[1]  # a mean would pick candidate 2
     trace = done_of(events).trace
-    assert trace["scorer"] == "confidence" and trace["selected"] == 1
-    assert [c["score"] for c in trace["candidates"]] == pytest.approx(expected)
+    scores = [c["score"] for c in trace["candidates"]]
+    assert trace["scorer"] == "confidence" and trace["selected"] == scores.index(max(scores))
+    if thinking:  # the thinking tokens are scored too, so the scores move
+        assert scores != pytest.approx(expected)
+        check_accounting(setup, engine, events, usage)
+        return
+    assert trace["selected"] == 1
+    assert scores == pytest.approx(expected)
     assert text_of(events, Answer) == CONFIDENT[1]
     assert text_of(events, Thinking) == ("thought 1" if thinking else "")
     assert [c.sampling.logprobs for c in engine.calls if c.request_id.endswith("-answer")] == [5] * 3
