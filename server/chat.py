@@ -72,7 +72,7 @@ async def chat_completions(request: Request, req: ChatCompletionRequest, state: 
     engine = state.require_engine()
     cfg = state.settings.model
     prompt = render(req, engine.tokenizer, cfg.think_open, cfg.think_close, cfg.native_thinking,
-                    cfg.chat_template_kwargs)
+                    cfg.chat_template_kwargs, plan.thinking)
     plan = _fit_context(req, plan, prompt, engine.info.max_model_len)
 
     def make_ctx(i: int) -> RunContext:

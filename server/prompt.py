@@ -36,8 +36,11 @@ def _messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
 
 
 def render(req: ChatCompletionRequest, tokenizer: Any, think_open: str, think_close: str,
-           native_thinking: bool, template_kwargs: dict[str, Any]) -> Prompt:
+           native_thinking: bool, template_kwargs: dict[str, Any], thinking: bool = False) -> Prompt:
     kwargs = {**template_kwargs, **(req.chat_template_kwargs or {})}
+    if native_thinking:
+        # Qwen3-style templates switch thinking with this flag; the plan decides.
+        kwargs["enable_thinking"] = thinking
     kwargs = {k: v for k, v in kwargs.items() if k not in ("tokenize", "add_generation_prompt", "tools")}
     try:
         text = tokenizer.apply_chat_template(

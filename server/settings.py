@@ -160,12 +160,14 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_settings(config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Settings from configs/server.toml (or ``config``), configs/effort.toml and overrides.
+    """Settings from configs/server.toml, then ``config`` on top, configs/effort.toml and overrides.
 
     ``overrides`` is nested like the TOML (``{"engine": {"max_model_len": 4096}}``).
     ``PONDER_API_KEY`` adds an API key from the environment.
     """
-    data = _read(Path(config) if config else CONFIG_DIR / "server.toml")
+    data = _read(CONFIG_DIR / "server.toml")
+    if config:  # a config file overrides the shipped defaults key by key
+        data = _merge(data, _read(Path(config)))
     efforts_file = data.pop("effort_file", None)
     efforts_path = Path(efforts_file) if efforts_file else CONFIG_DIR / "effort.toml"
     data.setdefault("efforts", _read(efforts_path))

@@ -207,3 +207,14 @@ async def test_seed_with_chunked_prefill_cannot_kill_engine(live) -> None:
     assert len(texts) == 1
     assert all(r.choices[0].message.content is not None for r in after)
     assert httpx.get(live.base_url + "/ready", headers=live.headers()).status_code == 200
+
+
+def test_logprobs(client: openai.OpenAI, live) -> None:
+    r = client.chat.completions.create(model=live.model, messages=Q, max_tokens=12, temperature=0,
+                                       logprobs=True, top_logprobs=2)
+    entries = r.choices[0].logprobs.content
+    assert len(entries) == r.usage.completion_tokens
+    assert all(len(e.top_logprobs) == 2 and e.logprob <= 0 for e in entries)
+    # greedy: the sampled token is the most likely one
+    assert all(e.top_logprobs[0].logprob == pytest.approx(e.logprob) for e in entries)
+    assert "".join(e.token for e in entries).startswith(r.choices[0].message.content)
