@@ -124,7 +124,19 @@ def plan_request(req: ChatCompletionRequest, settings: Settings) -> Plan:
         source=source,
         **_forcing(settings),
         **_parallel(req, strategy, preset, settings),
+        **_revision(req, strategy, settings),
     )
+
+
+def _revision(req: ChatCompletionRequest, strategy: str, settings: Settings) -> dict[str, object]:
+    r, rv = req.reasoning, settings.revision
+    rounds = r.rounds if r is not None and r.rounds is not None else None
+    if strategy != "revision":
+        if rounds:
+            raise bad_request("reasoning.rounds needs the revision strategy", "reasoning.rounds")
+        return {}
+    return {"rounds": rv.rounds if rounds is None else rounds, "critique_prompt": rv.critique_prompt,
+            "revise_prompt": rv.revise_prompt, "critique_ok": rv.critique_ok}
 
 
 _PARALLEL = ("self_consistency", "best_of_n")

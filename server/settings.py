@@ -122,6 +122,17 @@ class ParallelSection(_Frozen):
     reward_model: str = ""
 
 
+class RevisionSection(_Frozen):
+    """Prompts for sequential revision (Self-Refine style): data, not code."""
+
+    rounds: int = Field(default=2, ge=0, le=16)
+    critique_prompt: str = ("Check your answer above step by step. If it is correct, reply exactly "
+                            "'No errors.' Otherwise say what is wrong.")
+    revise_prompt: str = "Using that critique, write the corrected final answer."
+    # Found in a critique (regex), it means "no error": the rounds stop.
+    critique_ok: str = r"(?i)\bno errors?\b|\bis correct\b"
+
+
 class Settings(_Frozen):
     server: ServerSection = ServerSection()
     model: ModelSection = ModelSection()
@@ -129,6 +140,7 @@ class Settings(_Frozen):
     defaults: DefaultsSection = DefaultsSection()
     budget_forcing: BudgetForcingSection = BudgetForcingSection()
     parallel: ParallelSection = ParallelSection()
+    revision: RevisionSection = RevisionSection()
     efforts: dict[str, EffortPreset] = Field(default_factory=dict)
 
     @model_validator(mode="after")

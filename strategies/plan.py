@@ -45,6 +45,11 @@ class Plan:
     stop_rule: str = "esc"
     stop_threshold: float = 0.95
     judge_question: str = ""
+    # Revision prompts (configs/server.toml [revision]); critique_ok is a regex
+    # that, found in a critique, means "no error" and stops the rounds.
+    critique_prompt: str = ""
+    revise_prompt: str = ""
+    critique_ok: str = ""
     # Where the numbers came from: "reasoning", "thinking", "effort", "default"...
     source: str = "default"
 
@@ -57,5 +62,6 @@ class Plan:
         if self.strategy not in ("self_consistency", "best_of_n"):
             for key in ("vote", "window", "stop_rule", "stop_threshold", "early_stop"):
                 data.pop(key)
-        data.pop("judge_question")
+        for key in ("judge_question", "critique_prompt", "revise_prompt", "critique_ok"):
+            data.pop(key)
         return {k: v for k, v in data.items() if v not in (None, "", 0) or k in ("thinking", "samples")}

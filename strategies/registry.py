@@ -11,6 +11,7 @@ from .context import RunContext
 from .events import Event
 from .plan import Plan
 from .parallel import best_of_n, self_consistency
+from .revision import revision
 from .single import budget_forcing, single
 
 StrategyFn = Callable[[RunContext, Plan], AsyncIterator[Event]]
@@ -31,6 +32,7 @@ IMPLEMENTED: dict[str, StrategyFn] = {
     "budget_forcing": budget_forcing,
     "self_consistency": self_consistency,
     "best_of_n": best_of_n,
+    "revision": revision,
 }
 
 
