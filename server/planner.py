@@ -125,7 +125,26 @@ def plan_request(req: ChatCompletionRequest, settings: Settings) -> Plan:
         **_forcing(settings),
         **_parallel(req, strategy, preset, settings),
         **_revision(req, strategy, settings),
+        **_beam(req, strategy, settings),
     )
+
+
+def _beam(req: ChatCompletionRequest, strategy: str, settings: Settings) -> dict[str, object]:
+    r, b = req.reasoning, settings.beam
+    width = r.beam_width if r is not None and r.beam_width is not None else None
+    steps = r.max_steps if r is not None and r.max_steps is not None else None
+    if strategy != "beam_search":
+        for name, value in (("beam_width", width), ("max_steps", steps)):
+            if value is not None:
+                raise bad_request(f"reasoning.{name} needs the beam_search strategy", f"reasoning.{name}")
+        return {}
+    width = b.beam_width if width is None else width
+    if width * b.expansions * req.n > settings.parallel.max_candidates:
+        raise bad_request("n x beam_width x expansions is above this server's candidate limit",
+                          "reasoning.beam_width")
+    return {"beam_width": width, "max_steps": b.max_steps if steps is None else steps,
+            "expansions": b.expansions, "step_tokens": b.step_tokens,
+            "step_delimiter": b.step_delimiter, "judge_question": b.process_question}
 
 
 def _revision(req: ChatCompletionRequest, strategy: str, settings: Settings) -> dict[str, object]:

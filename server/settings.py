@@ -133,6 +133,17 @@ class RevisionSection(_Frozen):
     critique_ok: str = r"(?i)\bno errors?\b|\bis correct\b"
 
 
+class BeamSection(_Frozen):
+    """Step-level beam search defaults (search-and-learn style)."""
+
+    beam_width: int = Field(default=2, ge=1, le=16)
+    expansions: int = Field(default=2, ge=1, le=8)
+    max_steps: int = Field(default=4, ge=1, le=64)
+    step_tokens: int = Field(default=64, ge=1)
+    step_delimiter: str = "\n\n"
+    process_question: str = "Are the steps of your answer above correct so far? Reply with Yes or No."
+
+
 class Settings(_Frozen):
     server: ServerSection = ServerSection()
     model: ModelSection = ModelSection()
@@ -141,6 +152,7 @@ class Settings(_Frozen):
     budget_forcing: BudgetForcingSection = BudgetForcingSection()
     parallel: ParallelSection = ParallelSection()
     revision: RevisionSection = RevisionSection()
+    beam: BeamSection = BeamSection()
     efforts: dict[str, EffortPreset] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -50,6 +50,11 @@ class Plan:
     critique_prompt: str = ""
     revise_prompt: str = ""
     critique_ok: str = ""
+    # Beam search: a step ends at step_delimiter and is at most step_tokens long;
+    # each live beam is expanded ``expansions`` times.
+    step_delimiter: str = "\n\n"
+    step_tokens: int = 64
+    expansions: int = 2
     # Where the numbers came from: "reasoning", "thinking", "effort", "default"...
     source: str = "default"
 
@@ -64,4 +69,7 @@ class Plan:
                 data.pop(key)
         for key in ("judge_question", "critique_prompt", "revise_prompt", "critique_ok"):
             data.pop(key)
+        if self.strategy != "beam_search":
+            for key in ("step_delimiter", "step_tokens", "expansions"):
+                data.pop(key)
         return {k: v for k, v in data.items() if v not in (None, "", 0) or k in ("thinking", "samples")}

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from .context import RunContext
 from .events import Event
 from .plan import Plan
+from .beam import beam_search
 from .parallel import best_of_n, self_consistency
 from .revision import revision
 from .single import budget_forcing, single
@@ -33,6 +34,7 @@ IMPLEMENTED: dict[str, StrategyFn] = {
     "self_consistency": self_consistency,
     "best_of_n": best_of_n,
     "revision": revision,
+    "beam_search": beam_search,
 }
 
 
