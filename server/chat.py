@@ -62,7 +62,8 @@ def _fit_context(req: ChatCompletionRequest, plan: Plan, prompt: Prompt, max_len
             f"{len(prompt.ids) + extra + asked} tokens ({len(prompt.ids)} in the messages, {asked} in the "
             f"completion). Please reduce the length of the messages or completion.",
             param, "context_length_exceeded")
-    return replace(plan, max_tokens=min(plan.max_tokens, room))
+    auto = tuple((level, replace(sub, max_tokens=min(sub.max_tokens, room))) for level, sub in plan.auto)
+    return replace(plan, max_tokens=min(plan.max_tokens, room), auto=auto)
 
 
 async def chat_completions(request: Request, req: ChatCompletionRequest, state: AppState) -> Response:

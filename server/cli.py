@@ -93,6 +93,9 @@ def serve(settings: Settings) -> int:
 
     logging.basicConfig(level=settings.server.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .planner import check_presets
+
+    check_presets(settings)
     cache = os.path.expanduser(os.environ.get("PONDER_CACHE_DIR") or settings.model.cache_dir)
     model_path = prepare_model(settings.model.source, cache)
     state = AppState(settings=settings, model_path=model_path)

@@ -16,7 +16,7 @@ from strategies.plan import Plan
 
 from .errors import bad_request
 from .settings import EFFORTS, EffortPreset, Settings
-from .wire import ChatCompletionRequest
+from .wire import ChatCompletionRequest, ReasoningOptions
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,26 @@ def plan_request(req: ChatCompletionRequest, settings: Settings) -> Plan:
         **_parallel(req, strategy, preset, settings),
         **_revision(req, strategy, settings),
         **_beam(req, strategy, settings),
+        **_auto(req, strategy, settings),
     )
+
+
+def _auto(req: ChatCompletionRequest, strategy: str, settings: Settings) -> dict[str, object]:
+    """Each difficulty level is planned like a client's ``reasoning`` object."""
+    if strategy != "auto":
+        return {}
+    a = settings.auto
+    levels = []
+    for level in ("easy", "medium", "hard"):
+        reasoning = {**a.levels[level]}
+        if req.reasoning is not None and req.reasoning.budget_tokens is not None:
+            reasoning["budget_tokens"] = req.reasoning.budget_tokens
+        sub = req.model_copy(update={"reasoning": ReasoningOptions(**reasoning), "reasoning_effort": None,
+                                     "thinking": None, "thinking_token_budget": None})
+        levels.append((level, plan_request(sub, settings)))
+    return {"probe_samples": a.probe_samples, "probe_tokens": a.probe_tokens,
+            "easy_agreement": a.easy_agreement, "medium_agreement": a.medium_agreement,
+            "auto": tuple(levels)}
 
 
 def _beam(req: ChatCompletionRequest, strategy: str, settings: Settings) -> dict[str, object]:
@@ -271,3 +290,12 @@ def sampling_for(req: ChatCompletionRequest, plan: Plan, choice: int) -> Samplin
         presence_penalty=req.presence_penalty or 0.0,
         frequency_penalty=req.frequency_penalty or 0.0,
     )
+
+
+def check_presets(settings: Settings) -> None:
+    """Plan one request per effort and one ``auto`` request at start-up, so a bad
+    preset or auto table fails the server's start instead of a client's request."""
+    base = {"model": "check", "messages": [{"role": "user", "content": "check"}]}
+    for effort in EFFORTS:
+        plan_request(ChatCompletionRequest.model_validate({**base, "reasoning_effort": effort}), settings)
+    plan_request(ChatCompletionRequest.model_validate({**base, "reasoning": {"strategy": "auto"}}), settings)

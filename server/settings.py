@@ -144,6 +144,27 @@ class BeamSection(_Frozen):
     process_question: str = "Are the steps of your answer above correct so far? Reply with Yes or No."
 
 
+class AutoSection(_Frozen):
+    """configs/auto.toml: the probe and the difficulty -> plan table."""
+
+    probe_samples: int = Field(default=3, ge=2, le=16)
+    probe_tokens: int = Field(default=48, ge=1)
+    easy_agreement: float = Field(default=1.0, gt=0, le=1)
+    medium_agreement: float = Field(default=0.5, gt=0, le=1)
+    levels: dict[Literal["easy", "medium", "hard"], dict[str, Any]] = Field(default_factory=lambda: {
+        "easy": {"strategy": "single", "effort": "minimal"},
+        "medium": {"strategy": "self_consistency", "samples": 6},
+        "hard": {"strategy": "revision", "effort": "low"}})
+
+    @model_validator(mode="after")
+    def _complete(self) -> AutoSection:
+        if set(self.levels) != {"easy", "medium", "hard"}:
+            raise ValueError("auto levels must be easy, medium and hard")
+        if any(row.get("strategy") == "auto" for row in self.levels.values()):
+            raise ValueError("an auto level cannot be auto")
+        return self
+
+
 class Settings(_Frozen):
     server: ServerSection = ServerSection()
     model: ModelSection = ModelSection()
@@ -153,6 +174,7 @@ class Settings(_Frozen):
     parallel: ParallelSection = ParallelSection()
     revision: RevisionSection = RevisionSection()
     beam: BeamSection = BeamSection()
+    auto: AutoSection = AutoSection()
     efforts: dict[str, EffortPreset] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -195,6 +217,7 @@ def load_settings(config: str | Path | None = None, overrides: dict[str, Any] | 
     efforts_file = data.pop("effort_file", None)
     efforts_path = Path(efforts_file) if efforts_file else CONFIG_DIR / "effort.toml"
     data.setdefault("efforts", _read(efforts_path))
+    data.setdefault("auto", _read(CONFIG_DIR / "auto.toml"))
     data = _merge(data, overrides or {})
     env_key = os.environ.get("PONDER_API_KEY")
     if env_key:

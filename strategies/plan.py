@@ -55,12 +55,25 @@ class Plan:
     step_delimiter: str = "\n\n"
     step_tokens: int = 64
     expansions: int = 2
+    # auto: a probe of probe_samples short answers; agreement >= easy_agreement
+    # is easy, >= medium_agreement medium, else hard; ``auto`` maps each to a plan.
+    probe_samples: int = 3
+    probe_tokens: int = 48
+    easy_agreement: float = 1.0
+    medium_agreement: float = 0.5
+    auto: tuple[tuple[str, Plan], ...] = ()
     # Where the numbers came from: "reasoning", "thinking", "effort", "default"...
     source: str = "default"
 
     def public(self) -> dict[str, object]:
         """The plan as shown to the client in ``reasoning_plan``."""
         data = asdict(self)
+        data.pop("auto")
+        if self.strategy == "auto":
+            data["auto"] = {level: p.public() for level, p in self.auto}
+        else:
+            for key in ("probe_samples", "probe_tokens", "easy_agreement", "medium_agreement"):
+                data.pop(key)
         if self.strategy != "budget_forcing":
             for key in ("wrapup", "continuation", "max_continuations", "nudge", "nudge_before"):
                 data.pop(key)

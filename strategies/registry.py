@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from .context import RunContext
 from .events import Event
 from .plan import Plan
+from .auto import auto
 from .beam import beam_search
 from .parallel import best_of_n, self_consistency
 from .revision import revision
@@ -35,6 +36,7 @@ IMPLEMENTED: dict[str, StrategyFn] = {
     "best_of_n": best_of_n,
     "revision": revision,
     "beam_search": beam_search,
+    "auto": auto,
 }
 
 
