@@ -58,7 +58,9 @@ async def auto(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
                      else min(chosen.budget_tokens, budget or chosen.budget_tokens))
     explain = {"difficulty": level, "probe_agreement": round(agreement, 3), "probe_votes": votes,
                "probe_tokens": spent, "chosen": chosen.public()}
-    async with aclosing(get(chosen.strategy)(ctx, chosen)) as events:
+    # The chosen plan counts its own tokens against its max_tokens; the choice's
+    # ledger still sees every token (probe included) for usage and budget.
+    async with aclosing(get(chosen.strategy)(replace(ctx, ledger=ctx.ledger.child(budget)), chosen)) as events:
         async for event in events:
             if isinstance(event, ChoiceDone):
                 event = ChoiceDone(event.choice, event.finish_reason,

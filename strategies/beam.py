@@ -34,7 +34,8 @@ class Beam:
     finish_reason: str = "stop"
 
 
-async def _expand(ctx: RunContext, plan: Plan, beam: Beam, name: str, room: int) -> AsyncIterator[Beam]:
+async def _expand(ctx: RunContext, plan: Plan, beam: Beam, name: str, room: int, k: int) -> AsyncIterator[Beam]:
+    ctx = ctx.candidate(k, None)  # its own seed: expansions of one beam must differ
     sampling = ctx.phase_sampling(max_tokens=room, stop=(plan.step_delimiter,), logprobs=None)
     gen = Generation(ctx, beam.ids, sampling, name, False)
     async for _ in gen.run():
@@ -79,7 +80,8 @@ async def beam_search(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
         room = min(room, plan.step_tokens, ctx.engine.info.max_model_len - max(len(b.ids) for b in live) - 1)
         if room <= 0:
             break
-        jobs = {f"s{step}b{i}e{e}": _expand(ctx, plan, b, f"s{step}b{i}e{e}", room)
+        jobs = {f"s{step}b{i}e{e}": _expand(ctx, plan, b, f"s{step}b{i}e{e}", room,
+                                            (step * len(live) + i) * plan.expansions + e)
                 for i, b in enumerate(live) for e in range(plan.expansions)}
         grown = await _all(ctx, jobs)
         scored = await _all(ctx, {k: _score(ctx, plan, b, f"{k}j") for k, b in grown.items()})
