@@ -32,8 +32,12 @@ def difficulty(agreement: float, easy: float, medium: float) -> str:
 async def _probe(ctx: RunContext, plan: Plan) -> tuple[float, dict[str, int]]:
     probe = replace(plan, strategy="self_consistency", samples=plan.probe_samples, thinking=False,
                     max_tokens=plan.probe_tokens, early_stop=False, stream_candidates=False,
-                    budget_tokens=None, vote="majority")
-    pool = Pool(replace(ctx, tag="p"), probe, None)
+                    # Inside budget_tokens, and leaving the chosen plan at least one token.
+                    budget_tokens=None if plan.budget_tokens is None else max(1, plan.budget_tokens - 1),
+                    vote="majority")
+    # Pool tags its candidates s0, s1... (a tag here would be replaced): its own
+    # request id keeps the probe's engine ids apart from a self_consistency plan's.
+    pool = Pool(replace(ctx, request_id=f"{ctx.request_id}-probe"), probe, None)
     tally = Tally()
     try:
         for k in range(probe.samples):
@@ -60,7 +64,8 @@ async def auto(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
                "probe_tokens": spent, "chosen": chosen.public()}
     # The chosen plan counts its own tokens against its max_tokens; the choice's
     # ledger still sees every token (probe included) for usage and budget.
-    async with aclosing(get(chosen.strategy)(replace(ctx, ledger=ctx.ledger.child(budget)), chosen)) as events:
+    run = get(chosen.strategy)(replace(ctx, ledger=ctx.ledger.child(chosen.budget_tokens)), chosen)
+    async with aclosing(run) as events:
         async for event in events:
             if isinstance(event, ChoiceDone):
                 event = ChoiceDone(event.choice, event.finish_reason,

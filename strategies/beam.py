@@ -76,11 +76,13 @@ async def beam_search(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
         if not live:
             break
         n = len(live) * plan.expansions
-        room = ctx.ledger.cap(plan.step_tokens * n) // n
+        # Every expansion is then judged with one generated token: keep that inside budget_tokens too.
+        room = (ctx.ledger.cap((plan.step_tokens + 1) * n) - n) // n
         room = min(room, plan.step_tokens, ctx.engine.info.max_model_len - max(len(b.ids) for b in live) - 1)
         if room <= 0:
             break
-        jobs = {f"s{step}b{i}e{e}": _expand(ctx, plan, b, f"s{step}b{i}e{e}", room,
+        # min(): a beam never grows past max_tokens.
+        jobs = {f"s{step}b{i}e{e}": _expand(ctx, plan, b, f"s{step}b{i}e{e}", min(room, plan.max_tokens - b.tokens),
                                             (step * len(live) + i) * plan.expansions + e)
                 for i, b in enumerate(live) for e in range(plan.expansions)}
         grown = await _all(ctx, jobs)

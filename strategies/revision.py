@@ -64,8 +64,11 @@ async def revision(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
             answer = item
         else:
             yield item
-    if answer is None:
-        yield ChoiceDone(ctx.choice, "length", {"strategy": "revision", "rounds": rounds})
+    if answer is None:  # no room for a draft: the same trace keys as below
+        trace = {"strategy": "revision", "rounds_run": 0, "stopped": "budget", "turns": rounds, "answer": None}
+        if thought is not None:
+            trace["thinking"] = thought.trace()
+        yield ChoiceDone(ctx.choice, "length", trace)
         return
     for r in range(plan.rounds):
         conv = _ids(answer, ctx)

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from server.errors import APIError
-from server.planner import plan_request, sampling_for
+from server.planner import check_presets, plan_request, sampling_for
 from server.settings import EFFORTS, Settings, load_settings
 from server.wire import ChatCompletionRequest
 from strategies import registry
@@ -22,6 +22,8 @@ PINNED = {
         "low": {"max_thinking_tokens": 64},
         "high": {"max_thinking_tokens": 256},
     },
+    "revision": {"rounds": 2},
+    "beam": {"beam_width": 2, "expansions": 2, "max_steps": 4},
 }
 
 
@@ -114,6 +116,17 @@ VALID = [
     ("exclude-false", {"reasoning": {"exclude": False}}, {"include_reasoning": True}),
     ("min-alone-raises-default-cap", {"reasoning": {"min_thinking_tokens": 600}},
      {"thinking": True, "min_thinking_tokens": 600, "max_thinking_tokens": 600}),
+    # -- revision and beam_search options ------------------------------------------
+    ("revision-default-rounds", {"reasoning": {"strategy": "revision"}},
+     {"strategy": "revision", "rounds": 2, "beam_width": 0, "max_steps": 0, "samples": 1}),
+    ("revision-rounds", {"reasoning": {"strategy": "revision", "rounds": 5}}, {"rounds": 5}),
+    ("revision-rounds-zero", {"reasoning": {"strategy": "revision", "rounds": 0}}, {"rounds": 0}),
+    ("rounds-zero-without-revision-is-harmless", {"reasoning": {"rounds": 0}}, {"strategy": "single", "rounds": 0}),
+    ("beam-defaults", {"reasoning": {"strategy": "beam_search"}},
+     {"strategy": "beam_search", "beam_width": 2, "max_steps": 4, "expansions": 2, "rounds": 0, "samples": 1}),
+    ("beam-width-and-steps", {"reasoning": {"strategy": "beam_search", "beam_width": 3, "max_steps": 6}},
+     {"beam_width": 3, "max_steps": 6}),
+    ("non-beam-has-no-beam", {"reasoning": {"strategy": "self_consistency"}}, {"beam_width": 0, "max_steps": 0}),
 ]
 
 
@@ -156,6 +169,14 @@ INVALID = [
     ("enabled-with-effort-none", {"reasoning": {"enabled": True, "effort": "none"}}, "reasoning.enabled", None),
     ("enable_thinking-not-bool", {"chat_template_kwargs": {"enable_thinking": "yes"}},
      "chat_template_kwargs.enable_thinking", None),
+    ("rounds-without-revision", {"reasoning": {"rounds": 2}}, "reasoning.rounds", None),
+    ("rounds-with-beam-search", {"reasoning": {"strategy": "beam_search", "rounds": 1}}, "reasoning.rounds", None),
+    ("rounds-with-auto", {"reasoning": {"strategy": "auto", "rounds": 1}}, "reasoning.rounds", None),
+    ("beam_width-without-beam-search", {"reasoning": {"beam_width": 2}}, "reasoning.beam_width", None),
+    ("max_steps-with-revision", {"reasoning": {"strategy": "revision", "max_steps": 3}}, "reasoning.max_steps", None),
+    # 16 choices x 3 beams x 2 expansions is above the 64 candidates one request may start.
+    ("beam-too-many-candidates", {"n": 16, "reasoning": {"strategy": "beam_search", "beam_width": 3}},
+     "reasoning.beam_width", None),
 ]
 
 
@@ -256,3 +277,54 @@ def test_seeded_choices_differ_and_repeat(settings: Settings) -> None:
     seeds = [sampling_for(r, plan, i).seed for i in range(3)]
     assert seeds == [42, 43, 44]
     assert seeds == [sampling_for(r, plan, i).seed for i in range(3)]
+
+
+# -- auto: the three level plans, and the start-up check --------------------------
+
+AUTO_TABLE = {"probe_samples": 4, "probe_tokens": 32, "easy_agreement": 0.75, "medium_agreement": 0.5,
+              "levels": {"easy": {"strategy": "single", "effort": "minimal"},
+                         "medium": {"strategy": "self_consistency", "samples": 5},
+                         "hard": {"strategy": "revision", "effort": "low", "rounds": 3}}}
+
+
+@pytest.mark.parametrize("budget", [None, 400], ids=["no-budget", "client-budget"])
+def test_auto_plan_holds_the_three_level_plans(budget: int | None) -> None:
+    settings = load_settings(overrides={**PINNED, "auto": AUTO_TABLE})
+    extra = {} if budget is None else {"budget_tokens": budget}
+    plan = plan_request(req(reasoning={"strategy": "auto", **extra}), settings)
+    assert plan.strategy == "auto" and plan.budget_tokens == budget
+    assert (plan.probe_samples, plan.probe_tokens, plan.easy_agreement, plan.medium_agreement) == (4, 32, 0.75, 0.5)
+    assert [level for level, _ in plan.auto] == ["easy", "medium", "hard"]
+    levels = dict(plan.auto)
+    for level, row in AUTO_TABLE["levels"].items():
+        # Each level is planned like a client's reasoning object (the client's budget carried over).
+        assert levels[level] == plan_request(req(reasoning={**row, **extra}), settings), level
+    assert (levels["easy"].strategy, levels["easy"].effort, levels["easy"].max_thinking_tokens) == ("single",
+                                                                                                     "minimal", 32)
+    assert (levels["medium"].strategy, levels["medium"].samples) == ("self_consistency", 5)
+    assert (levels["hard"].strategy, levels["hard"].rounds, levels["hard"].thinking) == ("revision", 3, True)
+    public = plan.public()
+    assert set(public["auto"]) == {"easy", "medium", "hard"} and public["auto"]["medium"]["samples"] == 5
+    assert public["probe_samples"] == 4
+
+
+def test_check_presets_passes_for_the_shipped_configs() -> None:
+    check_presets(load_settings())
+
+
+BROKEN_AUTO = [
+    ("unknown-strategy", {"hard": {"strategy": "magic"}}, "reasoning.strategy"),
+    ("unimplemented-strategy", {"easy": {"strategy": "tool_use"}}, "reasoning.strategy"),
+    # The shipped hard level's rounds=2 stays merged in: rounds on a single level.
+    ("rounds-on-a-single-level", {"hard": {"strategy": "single"}}, "reasoning.rounds"),
+    ("samples-on-revision", {"medium": {"strategy": "revision", "samples": 4}}, "reasoning.samples"),
+    ("unknown-effort", {"easy": {"effort": "ultra"}}, "reasoning.effort"),
+]
+
+
+@pytest.mark.parametrize(("levels", "param"), [c[1:] for c in BROKEN_AUTO], ids=[c[0] for c in BROKEN_AUTO])
+def test_check_presets_fails_for_a_broken_auto_table(levels: dict[str, Any], param: str) -> None:
+    settings = load_settings(overrides={"auto": {"levels": levels}})
+    with pytest.raises(APIError) as info:
+        check_presets(settings)
+    assert (info.value.status, info.value.param) == (400, param)

@@ -1,0 +1,127 @@
+"""Sequential and search strategies on the real engine: revision, beam_search, auto."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import openai
+import pytest
+
+from .sse import post_stream
+from .test_parallel import _unfinished
+
+pytestmark = pytest.mark.integration
+
+EASY = ["Reply with the number 5.", "What is 1 plus 1?", "Reply with the word yes."]
+HARD = ["A train leaves at 3:47 pm and travels 283 km at 71 km/h. At what time does it arrive?",
+        "If 7 workers build 3 walls in 11 days, how many days do 5 workers need for 9 walls?",
+        "What is 4817 divided by 37, rounded to two decimals?"]
+STRATEGIES = [
+    {"strategy": "revision", "rounds": 2},
+    {"strategy": "revision", "rounds": 1, "effort": "low"},
+    {"strategy": "beam_search", "beam_width": 2, "max_steps": 3},
+    {"strategy": "auto"},
+]
+IDS = ["revision", "revision-thinking", "beam-search", "auto"]
+
+
+def _msgs(p: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": p}]
+
+
+async def _batch(live, bodies):
+    async with openai.AsyncOpenAI(base_url=live.v1, api_key=live.api_key, max_retries=0, timeout=600) as c:
+        return await asyncio.gather(*(c.chat.completions.create(model=live.model, **b) for b in bodies))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("reasoning", STRATEGIES, ids=IDS)
+async def test_strategy_runs_within_budget(live, reasoning) -> None:
+    budget = 500
+    bodies = [{"messages": _msgs(p), "max_tokens": 96, "temperature": 0.8, "seed": i,
+               "extra_body": {"reasoning": {**reasoning, "budget_tokens": budget}}}
+              for i, p in enumerate(EASY[:2] + HARD[:2])]
+    for r in await _batch(live, bodies):
+        assert r.usage.completion_tokens <= budget
+        assert r.choices[0].message.content
+        trace = r.choices[0].model_extra["reasoning_trace"]
+        assert trace["strategy"] == reasoning["strategy"]
+        assert r.model_extra["reasoning_plan"]["strategy"] == reasoning["strategy"]
+
+
+@pytest.mark.parametrize("reasoning", STRATEGIES, ids=IDS)
+def test_stream_equals_non_stream(live, reasoning) -> None:
+    body = {"model": live.model, "messages": _msgs(HARD[0]), "max_tokens": 64, "temperature": 0.8, "seed": 9,
+            "reasoning": {**reasoning, "budget_tokens": 600}}
+    full = httpx.post(live.base_url + "/v1/chat/completions", json=body, headers=live.headers(),
+                      timeout=300).json()
+    s = post_stream(live.base_url, {**body, "stream": True, "stream_options": {"include_usage": True}},
+                    live.headers())
+    msg, joined = full["choices"][0]["message"], s.joined(1)[0]
+    assert joined["content"] == msg["content"]
+    assert joined["reasoning_content"] == (msg["reasoning_content"] or "")
+    assert s.chunks[-1]["usage"]["completion_tokens"] == full["usage"]["completion_tokens"]
+    assert s.finish_reasons()[0] == [full["choices"][0]["finish_reason"]]
+
+
+CONTEXT = ("You are a careful math tutor. Read the question, answer it briefly, and keep your answers "
+           "short. When asked to check an answer, check every step and say plainly whether it is "
+           "right. ") * 6  # long enough that the conversation spans several KV-cache blocks
+
+
+def test_revision_stops_early_and_reuses_the_cache(client: openai.OpenAI, live) -> None:
+    messages = [{"role": "system", "content": CONTEXT}, *_msgs(EASY[1])]
+    r = client.chat.completions.create(model=live.model, messages=messages, max_tokens=64, temperature=0,
+                                       extra_body={"reasoning": {"strategy": "revision", "rounds": 4}})
+    trace = r.choices[0].model_extra["reasoning_trace"]
+    assert trace["rounds_run"] < 4
+    assert trace["stopped"] in ("critique found no error", "answer unchanged")
+    assert [t["turn"] for t in trace["turns"]][:2] == ["draft", "critique"]
+    engine = r.usage.model_extra["engine"]
+    assert engine["requests"] == len(trace["turns"]) and engine["cached_tokens"] > 0
+    assert r.usage.completion_tokens_details.reasoning_tokens > 0  # the critiques
+
+
+def test_beam_search_keeps_at_most_beam_width(client: openai.OpenAI, live) -> None:
+    r = client.chat.completions.create(model=live.model, messages=_msgs(HARD[1]), max_tokens=120, temperature=0.8,
+                                       seed=2, extra_body={"reasoning": {"strategy": "beam_search", "beam_width": 2,
+                                                                         "max_steps": 3}})
+    steps = r.choices[0].model_extra["reasoning_trace"]["steps"]
+    assert 1 <= len(steps) <= 3
+    assert all(s["kept"] <= 2 and s["expanded"] <= 2 * 2 for s in steps)
+    assert all(s["scores"] == sorted(s["scores"], reverse=True) for s in steps)
+
+
+@pytest.mark.asyncio
+async def test_auto_picks_by_difficulty_and_says_why(live) -> None:
+    bodies = [{"messages": _msgs(p), "max_tokens": 64, "temperature": 0.3, "seed": 3,
+               "extra_body": {"reasoning": {"strategy": "auto"}}} for p in EASY + HARD]
+    results = await _batch(live, bodies)
+    autos = [r.choices[0].model_extra["reasoning_trace"]["auto"] for r in results]
+    easy, hard = autos[:len(EASY)], autos[len(EASY):]
+    assert all({"difficulty", "probe_agreement", "probe_votes", "chosen"} <= set(a) for a in autos)
+    mean = lambda xs: sum(a["probe_agreement"] for a in xs) / len(xs)  # noqa: E731
+    assert mean(easy) > mean(hard)
+    picked_easy = {a["chosen"]["strategy"] for a in easy}
+    picked_hard = {a["chosen"]["strategy"] for a in hard}
+    assert picked_easy != picked_hard, (easy, hard)
+    assert "auto" in results[0].model_extra["reasoning_plan"]  # the table it chose from
+
+
+@pytest.mark.asyncio
+async def test_cancelling_mid_search_aborts_every_engine_request(live) -> None:
+    body = {"model": live.model, "messages": _msgs(HARD[0]), "max_tokens": 400, "temperature": 1.0, "stream": True,
+            "reasoning": {"strategy": "beam_search", "beam_width": 4, "max_steps": 8}}
+    async with httpx.AsyncClient(timeout=60) as http:
+        async with http.stream("POST", live.base_url + "/v1/chat/completions", json=body,
+                               headers=live.headers()) as r:
+            lines = r.aiter_lines()
+            while not (await lines.__anext__()).startswith("data: "):
+                pass
+            await asyncio.sleep(1.0)
+            assert _unfinished(live) >= 1
+    deadline = time.monotonic() + 5
+    while _unfinished(live) > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert _unfinished(live) == 0
