@@ -57,8 +57,12 @@ unit: install
 integration: install model
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
+# Benchmarks run one after another (never two engines at once on a small machine);
+# tables and raw JSON go to loadtests/out/, figures are copied into loadtests/RESULTS.md.
 bench: install model
-	$(BIN)/python -m loadtests.bench_engine
+	$(BIN)/python -m loadtests.bench_engine --runs 5 --max-tokens 128
+	$(BIN)/python -m loadtests.bench_forcing --runs 3
+	$(BIN)/python -m loadtests.bench_parallel --problems 40
 
 lint: install
 	$(BIN)/python -m ruff check server strategies tests loadtests
