@@ -7,6 +7,7 @@ failing choice) cancels every choice, which aborts every engine request.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from .context import RunContext
@@ -29,6 +30,12 @@ async def run_plan(
 ) -> AsyncIterator[Event | Finished]:
     strategy = get(plan.strategy)
     contexts = [make_ctx(i) for i in range(n)]
+    if n == 1:  # the common case: no queue hop or task switch per token
+        async with aclosing(strategy(contexts[0], plan)) as events:
+            async for event in events:
+                yield event
+        yield Finished(contexts[0].ledger.finish())
+        return
     fan = FanOut()
     try:
         for ctx in contexts:
