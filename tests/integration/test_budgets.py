@@ -109,7 +109,7 @@ def _vllm_prompt_tokens(live) -> float:
      ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens"),
      ({"reasoning": {"effort": "galaxy"}}, "reasoning.effort"),
      ({"reasoning_effort": "galaxy"}, "reasoning_effort"),
-     ({"reasoning": {"strategy": "beam_search"}}, "reasoning.strategy"),
+     ({"reasoning": {"strategy": "tool_use"}}, "reasoning.strategy"),
      ({"reasoning": {"max_thinking_tokens": -1}}, "reasoning.max_thinking_tokens")],
     ids=["min-above-max", "budget-below-min", "disabled-with-min", "enabled-without-budget", "bad-effort",
          "bad-reasoning-effort", "unimplemented-strategy", "negative-cap"],

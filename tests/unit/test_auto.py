@@ -14,13 +14,11 @@ import pytest
 from scripted_engine import EOS, Output, ScriptedEngine, char_model_info
 
 from strategies.auto import difficulty
-from strategies.context import RunContext
 from strategies.engine import Sampling
-from strategies.events import Answer, ChoiceDone, Event, Progress
-from strategies.ledger import Ledger, Usage
+from strategies.events import Answer, Event, Progress
+from strategies.ledger import Usage
 from strategies.plan import Plan
-from strategies.runner import Finished, run_plan
-from tests.unit.test_parallel import PREFIX, RID, SUFFIX, P, followup
+from tests.unit.harness import RID, P, contexts, done_of, followup, run_to_end
 
 EASY = Plan(strategy="single", max_tokens=40)
 MEDIUM = Plan(strategy="self_consistency", samples=2, max_tokens=40)
@@ -54,28 +52,8 @@ class AutoEngine(ScriptedEngine):
 
 async def run(plan: Plan, probes: tuple[str, ...]) -> tuple[AutoEngine, list[Event], Usage]:
     engine = AutoEngine(probes)
-
-    def make(i: int) -> RunContext:
-        return RunContext(engine, P, PREFIX, SUFFIX, Sampling(max_tokens=plan.max_tokens, seed=0), RID, i,
-                          Ledger(len(P), plan.budget_tokens), followup=followup)
-
-    events: list[Event] = []
-    usage: Usage | None = None
-    async for item in run_plan(plan, 1, make):
-        assert usage is None, "nothing may follow Finished"
-        if isinstance(item, Finished):
-            usage = item.usage
-        else:
-            events.append(item)
-    assert usage is not None
-    assert engine.in_flight == 0
-    return engine, events, usage
-
-
-def done_of(events: list[Event]) -> ChoiceDone:
-    done = [e for e in events if isinstance(e, ChoiceDone)]
-    assert len(done) == 1 and events[-1] is done[0]
-    return done[0]
+    make = contexts(engine, P, plan.max_tokens, seed=0, budget=plan.budget_tokens, followup=followup)
+    return await run_to_end(engine, plan, 1, make)
 
 
 @dataclass(frozen=True)

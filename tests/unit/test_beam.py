@@ -12,14 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import pytest
-from scripted_engine import EOS, EOS_ID, Call, Output, decode, encode, word
+from scripted_engine import EOS, Call, Output, decode, encode, word
 
 from strategies.engine import Sampling
-from strategies.events import Answer, ChoiceDone, Event, Progress, Thinking
+from strategies.events import Answer, Event, Progress, Thinking
 from strategies.ledger import Usage
 from strategies.plan import Plan
-from strategies.runner import Finished, run_plan
-from tests.unit.test_parallel import FOLLOWUP, QUESTION, P, JudgedEngine, Setup, make_ctx, says
+from tests.unit.harness import P, done_of, kept, run_to_end
+from tests.unit.test_parallel import FOLLOWUP, QUESTION, JudgedEngine, Setup, make_ctx, says
 
 D = "\n\n"
 Grow = Callable[[str, int | None, int], Output]  # (beam text, seed, k-th ask of this prompt) -> output
@@ -69,37 +69,16 @@ class BeamEngine(JudgedEngine):
 
 async def run(setup: BeamSetup) -> tuple[BeamEngine, list[Event], Usage]:
     engine = BeamEngine(setup)
-    events: list[Event] = []
-    usage: Usage | None = None
-    async for item in run_plan(setup.plan, setup.n, make_ctx(setup, engine)):
-        assert usage is None, "nothing may follow Finished"
-        if isinstance(item, Finished):
-            usage = item.usage
-        else:
-            events.append(item)
-    assert usage is not None
-    assert engine.in_flight == 0
-    return engine, events, usage
-
-
-def kept_ids(call: Call) -> tuple[int, ...]:
-    ids = tuple(call.output_ids)
-    return ids[:-1] if ids and ids[-1] == EOS_ID else ids
+    return await run_to_end(engine, setup.plan, setup.n, make_ctx(setup, engine))
 
 
 def grown(call: Call) -> tuple[int, ...]:
     """The beam an expansion made: its prompt plus its step, minus eos."""
-    return call.prompt_ids + kept_ids(call)
+    return call.prompt_ids + kept(call)
 
 
 def text_of(ids: tuple[int, ...]) -> str:
     return decode(ids[len(P):])
-
-
-def done_of(events: list[Event]) -> ChoiceDone:
-    done = [e for e in events if isinstance(e, ChoiceDone)]
-    assert len(done) == 1 and events[-1] is done[0]
-    return done[0]
 
 
 A1, B1 = "A1." + D, "B1." + D

@@ -19,30 +19,26 @@ from typing import Any
 
 import pytest
 from scripted_engine import (EOS, EOS_ID, WORD_BASE, WORDS, CharTokenizer, Output, ScriptedEngine,
-                             char_model_info, encode, word)
+                             char_model_info, encode)
 
-from server.encode import ChunkEncoder, ResponseFold, ResponseMeta
 from strategies import registry
 from strategies.context import RunContext
 from strategies.engine import Sampling
 from strategies.events import Answer, ChoiceDone, Event, Thinking
-from strategies.ledger import Ledger, Usage
+from strategies.ledger import Usage
 from strategies.plan import Plan
-from strategies.runner import Finished, run_plan
+from strategies.runner import run_plan
 from strategies.single import budget_forcing
-from tests.unit.test_single import FIELDS, join_stream, parse_sse
+from tests.unit.harness import (CLOSE, FIELDS, PREFIX, RID, SUFFIX, chat, contexts, join_stream, parse_sse,
+                                run_to_end, stream_and_response, text_of)
 
-P = encode("<|user|>What is 2+2?\n<|assistant|>")
-PREFIX = encode("<think>\n")
-SUFFIX = encode("\n</think>\n\n")
+P = chat("What is 2+2?")
 T = P + PREFIX  # the first thinking request's prompt
-RID = "req"
 CLOSE_TEXT = "</think>"
 
 # The default word tokens keep their ids; three more spell the tag in pieces.
 TOK_WORDS = WORDS + ("</", "think", ">")
 TOK = CharTokenizer(TOK_WORDS)
-CLOSE = word("</think>")  # one token
 SPLIT_CLOSE = tuple(WORD_BASE + TOK_WORDS.index(w) for w in ("</", "think", ">"))
 
 W = "Wait"
@@ -114,28 +110,12 @@ class Setup:
 
 
 def make_ctx(setup: Setup, engine: ScriptedEngine) -> Callable[[int], RunContext]:
-    def make(i: int) -> RunContext:
-        sampling = Sampling(max_tokens=setup.plan.max_tokens, seed=100 + i)
-        return RunContext(engine, P, PREFIX, SUFFIX, sampling, RID, i, Ledger(len(P), setup.plan.budget_tokens))
-    return make
+    return contexts(engine, P, setup.plan.max_tokens, seed=100, budget=setup.plan.budget_tokens)
 
 
 async def run(setup: Setup) -> tuple[ScriptedEngine, list[Event], Usage]:
     engine = ScriptedEngine(char_model_info(), setup.script(), tokenizer=TOK)
-    events: list[Event] = []
-    usage: Usage | None = None
-    async for item in run_plan(setup.plan, setup.n, make_ctx(setup, engine)):
-        assert usage is None, "nothing may follow Finished"
-        if isinstance(item, Finished):
-            usage = item.usage
-        else:
-            events.append(item)
-    assert usage is not None
-    return engine, events, usage
-
-
-def thinking_text(events: list[Event], choice: int = 0) -> str:
-    return "".join(e.text for e in events if isinstance(e, Thinking) and e.choice == choice)
+    return await run_to_end(engine, setup.plan, setup.n, make_ctx(setup, engine))
 
 
 def letters(out: Sequence[int]) -> tuple[int, ...]:
@@ -341,7 +321,7 @@ async def test_budget_forcing(name: str) -> None:
     answer = [c for c in engine.calls if c.sampling.stop != (CLOSE_TEXT,)]
     assert [(c.prompt_ids, c.sampling.max_tokens) for c in think] == want.think
     assert [c.prompt_ids for c in answer] == ([] if want.answer is None else [want.answer])
-    assert thinking_text(events) == want.thinking
+    assert text_of(events, Thinking) == want.thinking
     # Inserted text is streamed on the thinking channel as events of its own.
     assert [e.text for e in events if isinstance(e, Thinking) and e.text in INSERTABLE] == want.inserted
     assert usage.reasoning_tokens == want.reasoning
@@ -407,13 +387,7 @@ EQUIV["two-choices"] = Setup(bf(min_thinking_tokens=12, max_thinking_tokens=30),
 async def test_stream_equals_response(name: str, include_reasoning: bool) -> None:
     setup = EQUIV[name]
     _, events, usage = await run(setup)
-    meta = ResponseMeta(id="chatcmpl-1", model="m", n=setup.n, plan=setup.plan.public(), reasoning_fields=FIELDS,
-                        include_reasoning=include_reasoning, include_usage=True, created=1)
-    enc = ChunkEncoder(meta)
-    raw = enc.start() + b"".join(f for e in events if (f := enc.feed(e)) is not None) + enc.finish(usage)
-    fold = ResponseFold(meta)
-    fold.feed_all(events)
-    body = fold.finish(usage)
+    raw, body = stream_and_response(events, usage, setup.plan, setup.n, include_reasoning)
 
     chunks = parse_sse(raw)
     assert chunks[0]["reasoning_plan"] == body["reasoning_plan"]
@@ -433,13 +407,13 @@ async def test_stream_equals_response(name: str, include_reasoning: bool) -> Non
         if include_reasoning:
             # Both carry the thinking with the server's insertions, in place.
             for f in FIELDS:
-                assert j[f] == msg[f] == thinking_text(events, i)
+                assert j[f] == msg[f] == text_of(events, Thinking, i)
         else:
             assert j["reasoning_keys"] == 0
             assert not any(f in msg for f in FIELDS)
     if name == "two-choices":
         for i in range(2):
-            assert thinking_text(events, i) == "aaaaWait" + "b" * 25 + WRAP
+            assert text_of(events, Thinking, i) == "aaaaWait" + "b" * 25 + WRAP
         assert usage.reasoning_tokens == 2 * 30
 
 

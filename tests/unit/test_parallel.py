@@ -12,36 +12,26 @@ import asyncio
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import pytest
-from scripted_engine import EOS, Output, ScriptedEngine, char_model_info, encode, word
+from scripted_engine import EOS, Output, ScriptedEngine, char_model_info, encode
 
-from server.encode import ChunkEncoder, ResponseFold, ResponseMeta
 from strategies import scoring
 from strategies.context import RunContext
 from strategies.engine import Sampling, TokenLogprob
 from strategies.events import Answer, ChoiceDone, Event, Progress, Thinking
 from strategies.fanout import FanOut
-from strategies.ledger import Ledger, Usage
+from strategies.ledger import Usage
 from strategies.plan import Plan
-from strategies.runner import Finished, run_plan
-from tests.unit.test_single import FIELDS, join_stream, parse_sse
+from strategies.runner import run_plan
+from tests.unit import harness
+from tests.unit.harness import (CLOSE, FIELDS, RID, THINK_PROMPT, P, cancel_consumer, close_at, contexts, done_of,
+                                followup, join_stream, parse_sse, run_to_end, stream_and_response)
 
-P = encode("<|user|>What is 6*7?\n<|assistant|>")
-PREFIX = encode("<think>\n")
-SUFFIX = encode("\n</think>\n\n")
-CLOSE = word("</think>")
-THINK_PROMPT = P + PREFIX
-RID = "req"
 STRIDE = 1_000_003  # RunContext.candidate: seed * STRIDE + k
 QUESTION = "Is the answer above correct? Answer Yes or No."
-
-
-def followup(question: str) -> tuple[int, ...]:
-    return encode(f"\n<|user|>{question}\n<|assistant|>")
-
-
 FOLLOWUP = followup(QUESTION)
 
 
@@ -119,37 +109,17 @@ class JudgedEngine(ScriptedEngine):
 
 
 def make_ctx(setup: Setup, engine: ScriptedEngine) -> Callable[[int], RunContext]:
-    def make(i: int) -> RunContext:
-        sampling = Sampling(max_tokens=setup.plan.max_tokens, seed=None if setup.seed is None else setup.seed + i,
-                            **setup.client)
-        return RunContext(engine, P, PREFIX, SUFFIX, sampling, RID, i, Ledger(len(P), setup.plan.budget_tokens),
-                          followup=followup if setup.followup else None)
-    return make
+    return contexts(engine, P, setup.plan.max_tokens, seed=setup.seed, budget=setup.plan.budget_tokens,
+                    followup=followup if setup.followup else None, **setup.client)
 
 
 async def run(setup: Setup) -> tuple[JudgedEngine, list[Event], Usage]:
     engine = JudgedEngine(setup)
-    events: list[Event] = []
-    usage: Usage | None = None
-    async for item in run_plan(setup.plan, setup.n, make_ctx(setup, engine)):
-        assert usage is None, "nothing may follow Finished"
-        if isinstance(item, Finished):
-            usage = item.usage
-        else:
-            events.append(item)
-    assert usage is not None
-    return engine, events, usage
+    return await run_to_end(engine, setup.plan, setup.n, make_ctx(setup, engine))
 
 
-def text_of(events: list[Event], kind: type, choice: int = 0) -> str:
-    return "".join(e.text for e in events if isinstance(e, kind) and e.choice == choice
-                   and getattr(e, "candidate", None) is None)
-
-
-def done_of(events: list[Event], choice: int = 0) -> ChoiceDone:
-    done = [e for e in events if isinstance(e, ChoiceDone) and e.choice == choice]
-    assert len(done) == 1
-    return done[0]
+# A choice's text, without candidates' live (tagged) thinking.
+text_of = partial(harness.text_of, untagged=True)
 
 
 def cand_id(k: int, phase: str = "answer", choice: int = 0) -> str:
@@ -246,7 +216,7 @@ async def test_majority_vote_returns_the_winner(answers: tuple[str, ...], slow: 
                                                 votes: dict[str, int]) -> None:
     setup = Setup(Plan(**SC, **THINK, samples=len(answers)), says(*answers, slow=slow))
     engine, events, usage = await run(setup)
-    trace = done_of(events).trace
+    trace = done_of(events, 0).trace
     assert trace["votes"] == votes and list(trace["votes"]) == list(votes)  # ranked
     assert trace["selected"] == winner and trace["answer"] == next(iter(votes))
     assert trace["early_stopped"] is False and trace["started"] == len(answers)
@@ -279,7 +249,7 @@ async def test_logprobs_sampled_for_scoring_are_not_returned_beyond_the_request(
     if client_logprobs is None:
         assert lps == []
     else:
-        winner = done_of(events).trace["selected"]
+        winner = done_of(events, 0).trace["selected"]
         assert len(lps) == len(engine.calls_for(cand_id(winner))[0].output_ids)  # "7" and eos
         # The scripted engine has 2 top entries per token; the client gets what it asked for.
         assert [len(lp.top) for lp in lps] == [min(client_logprobs, 2)] * len(lps)
@@ -314,7 +284,7 @@ async def test_early_stopping_samples_in_windows(rule: str, window: int, answers
     early = Setup(replace(base, early_stop=True, window=window, stop_rule=rule), says(*answers))
     f_engine, f_events, f_usage = await run(fixed)
     e_engine, e_events, e_usage = await run(early)
-    ft, et = done_of(f_events).trace, done_of(e_events).trace
+    ft, et = done_of(f_events, 0).trace, done_of(e_events, 0).trace
     assert (ft["started"], ft["early_stopped"], ft["tokens_saved_estimate"]) == (8, False, 0)
     assert f_engine.max_in_flight == 8
     assert (et["started"], et["early_stopped"]) == (started, stopped)
@@ -347,7 +317,7 @@ async def test_a_leader_that_cannot_be_overtaken_aborts_the_running_candidates(r
     engine, events, usage = await run(setup)
     assert engine.aborted == [cand_id(3)] and engine.in_flight == 0
     assert sorted(engine.finished) == [cand_id(k) for k in range(3)]
-    trace = done_of(events).trace
+    trace = done_of(events, 0).trace
     assert trace["early_stopped"] is True and trace["votes"] == {"7": 3}
     cands = trace["candidates"]
     assert [c["aborted"] for c in cands] == [False, False, False, True]
@@ -387,7 +357,7 @@ async def test_budget_tokens_is_split_between_candidates(plan: Plan, judges: int
     share = (plan.budget_tokens - judges) // plan.samples
     for c in engine.calls:
         assert c.sampling.max_tokens <= (1 if "-judge" in c.request_id else share), c.request_id
-    trace = done_of(events).trace
+    trace = done_of(events, 0).trace
     assert all(c["tokens"] == share for c in trace["candidates"])  # each spent its whole share
     assert usage.completion_tokens <= plan.budget_tokens
     assert usage.completion_tokens == trace["started"] * share + judges
@@ -422,7 +392,7 @@ async def test_best_of_n_confidence_picks_the_highest_lowest_group_confidence(th
     expected = [lowest_group(text + EOS) for text in CONFIDENT]
     assert expected[1] > expected[0] == expected[2]
     assert sum(map(confidence_of, CONFIDENT[2] + EOS)) / 65 > expected[1]  # a mean would pick candidate 2
-    trace = done_of(events).trace
+    trace = done_of(events, 0).trace
     scores = [c["score"] for c in trace["candidates"]]
     assert trace["scorer"] == "confidence" and trace["selected"] == scores.index(max(scores))
     if thinking:  # the thinking tokens are scored too, so the scores move
@@ -481,7 +451,7 @@ async def test_self_judge_asks_once_per_candidate_and_picks_the_likeliest_yes() 
         assert len(c.output_ids) == 1
     assert engine.max_judging == 3  # all at once
     assert engine.calls[-3:] == judges  # after every candidate finished
-    trace = done_of(events).trace
+    trace = done_of(events, 0).trace
     assert trace["scorer"] == "self_judge" and trace["selected"] == 1
     assert [c["score"] for c in trace["candidates"]] == pytest.approx([P_YES[a] for a in JUDGED])
     assert text_of(events, Answer) == "beta"
@@ -531,7 +501,7 @@ async def test_progress_once_per_candidate_and_tagged_thinking(strategy: str, st
         assert last_tagged < first_reply  # candidates stream live, the winner is replayed after
     else:
         assert tagged == []
-    winner = done_of(events).trace["selected"]
+    winner = done_of(events, 0).trace["selected"]
     assert text_of(events, Thinking) == f"thought {winner}"
     check_accounting(setup, engine, events, usage)
 
@@ -563,23 +533,9 @@ async def test_closing_mid_sampling_aborts_every_running_candidate(strategy: str
     engine = JudgedEngine(setup)
     events = run_plan(setup.plan, setup.n, make_ctx(setup, engine))
     if when == "cancel-consumer":
-        started = asyncio.Event()
-
-        async def consume() -> None:
-            async for _ in events:
-                started.set()
-
-        task = asyncio.create_task(consume())
-        await started.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancel_consumer(events)
     else:
-        kind = Progress if when == "first-progress" else Thinking
-        async for event in events:
-            if isinstance(event, kind):
-                break
-        await events.aclose()  # type: ignore[attr-defined]
+        await close_at(events, Progress if when == "first-progress" else Thinking)
     assert engine.in_flight == 0
     assert sorted(engine.aborted) == running
     assert engine.finished == finished
@@ -610,13 +566,7 @@ async def test_stream_equals_response(name: str) -> None:
     setup = SETUPS[name]
     engine, events, usage = await run(setup)
     check_accounting(setup, engine, events, usage)
-    meta = ResponseMeta(id="chatcmpl-1", model="m", n=setup.n, plan=setup.plan.public(), reasoning_fields=FIELDS,
-                        include_reasoning=True, include_usage=True, created=1)
-    enc = ChunkEncoder(meta)
-    raw = enc.start() + b"".join(f for e in events if (f := enc.feed(e)) is not None) + enc.finish(usage)
-    fold = ResponseFold(meta)
-    fold.feed_all(events)
-    body = fold.finish(usage)
+    raw, body = stream_and_response(events, usage, setup.plan, setup.n)
 
     comments = [f for f in raw.split(b"\n\n") if f.startswith(b": progress ")]
     assert len(comments) == sum(isinstance(e, Progress) for e in events) > 0

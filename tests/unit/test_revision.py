@@ -11,16 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import pytest
-from scripted_engine import EOS, EOS_ID, WORD_BASE, Call, Output, ScriptedEngine, char_model_info, word
+from scripted_engine import EOS, WORD_BASE, Call, Output, ScriptedEngine, char_model_info, word
 
 from strategies.answers import answer_key
-from strategies.context import RunContext
-from strategies.engine import Sampling
-from strategies.events import Answer, ChoiceDone, Event, Progress, Thinking
-from strategies.ledger import Ledger, Usage
+from strategies.events import Answer, Event, Progress, Thinking
+from strategies.ledger import Usage
 from strategies.plan import Plan
-from strategies.runner import Finished, run_plan
-from tests.unit.test_parallel import CLOSE, PREFIX, RID, SUFFIX, THINK_PROMPT, P, followup
+from strategies.runner import run_plan
+from tests.unit.harness import CLOSE, RID, THINK_PROMPT, P, contexts, done_of, followup, kept, run_to_end
 
 CRITIQUE = "Check your answer."
 REVISE = "Write the corrected answer."
@@ -38,28 +36,9 @@ THOUGHT: Output = ["six times seven", [CLOSE]]
 async def run(plan: Plan, outputs: list[Output], has_followup: bool = True
               ) -> tuple[ScriptedEngine, list[Event], Usage]:
     engine = ScriptedEngine(char_model_info(), outputs)
-
-    def make(i: int) -> RunContext:
-        return RunContext(engine, P, PREFIX, SUFFIX, Sampling(max_tokens=plan.max_tokens, seed=0), RID, i,
-                          Ledger(len(P), plan.budget_tokens), followup=followup if has_followup else None)
-
-    events: list[Event] = []
-    usage: Usage | None = None
-    async for item in run_plan(plan, 1, make):
-        assert usage is None, "nothing may follow Finished"
-        if isinstance(item, Finished):
-            usage = item.usage
-        else:
-            events.append(item)
-    assert usage is not None
-    assert engine.in_flight == 0
-    return engine, events, usage
-
-
-def kept(call: Call) -> tuple[int, ...]:
-    """What a turn generated, as the next turn continues it: minus a trailing eos."""
-    ids = tuple(call.output_ids)
-    return ids[:-1] if ids and ids[-1] == EOS_ID else ids
+    make = contexts(engine, P, plan.max_tokens, seed=0, budget=plan.budget_tokens,
+                    followup=followup if has_followup else None)
+    return await run_to_end(engine, plan, 1, make)
 
 
 def turn_calls(engine: ScriptedEngine) -> list[Call]:
@@ -77,12 +56,6 @@ def request_names(labels: list[str]) -> list[str]:
             names.append(f"revise{r}")
             r += 1
     return [f"{RID}-c0-{n}" for n in names]
-
-
-def done_of(events: list[Event]) -> ChoiceDone:
-    done = [e for e in events if isinstance(e, ChoiceDone)]
-    assert len(done) == 1 and events[-1] is done[0]
-    return done[0]
 
 
 def answers(events: list[Event]) -> list[str]:
@@ -233,12 +206,8 @@ async def test_budget_and_max_tokens_bound_every_turn(case: Budget) -> None:
 @pytest.mark.asyncio
 async def test_without_a_followup_turn_it_fails_before_the_engine() -> None:
     engine = ScriptedEngine(char_model_info(), [DRAFT_41])
-
-    def make(i: int) -> RunContext:
-        return RunContext(engine, P, PREFIX, SUFFIX, Sampling(max_tokens=100), RID, i, Ledger(len(P)), followup=None)
-
     with pytest.raises(ValueError, match="follow-up"):
-        async for _ in run_plan(BASE, 1, make):
+        async for _ in run_plan(BASE, 1, contexts(engine, P, 100)):
             pass
     assert engine.calls == []
 

@@ -6,30 +6,25 @@ re-tokenizing the thinking text would not match.
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import pytest
-from scripted_engine import EOS, Output, ScriptedEngine, char_model_info, encode, word
+from scripted_engine import EOS, Output, ScriptedEngine, char_model_info, encode
 
-from server.encode import ChunkEncoder, ResponseFold, ResponseMeta
 from strategies.context import RunContext
 from strategies.engine import Sampling
 from strategies.events import Answer, ChoiceDone, Event, Thinking
-from strategies.ledger import Ledger, Usage
+from strategies.ledger import Usage
 from strategies.plan import Plan
-from strategies.runner import Finished, run_plan
+from strategies.runner import run_plan
 from strategies.single import single
+from tests.unit.harness import (CLOSE, FIELDS, PREFIX, RID, SUFFIX, cancel_consumer, chat, close_at, contexts,
+                                join_stream, parse_sse, run_to_end, stream_and_response, text_of)
 
-P = encode("<|user|>What is 2+2?\n<|assistant|>")
-PREFIX = encode("<think>\n")
-SUFFIX = encode("\n</think>\n\n")
-CLOSE = word("</think>")  # one token, as in models with a special end-of-thinking token
+P = chat("What is 2+2?")
 THINK_PROMPT = P + PREFIX
-RID = "req"
 
 Phase = Output | Callable[[Sampling], Output] | None
 
@@ -90,30 +85,14 @@ SETUPS: dict[str, Setup] = {
 
 
 def make_ctx(setup: Setup, engine: ScriptedEngine) -> Callable[[int], RunContext]:
-    def make(i: int) -> RunContext:
-        client = dict(setup.client)
-        seed = client.pop("seed", None)
-        sampling = Sampling(max_tokens=setup.plan.max_tokens, seed=None if seed is None else seed + i, **client)
-        return RunContext(engine, P, PREFIX, SUFFIX, sampling, RID, i, Ledger(len(P), setup.budget))
-    return make
+    client = dict(setup.client)
+    seed = client.pop("seed", None)
+    return contexts(engine, P, setup.plan.max_tokens, seed=seed, budget=setup.budget, **client)
 
 
 async def run(setup: Setup) -> tuple[ScriptedEngine, list[Event], Usage]:
     engine = ScriptedEngine(char_model_info(), setup.script)
-    events: list[Event] = []
-    usage: Usage | None = None
-    async for item in run_plan(setup.plan, setup.n, make_ctx(setup, engine)):
-        assert usage is None, "nothing may follow Finished"
-        if isinstance(item, Finished):
-            usage = item.usage
-        else:
-            events.append(item)
-    assert usage is not None
-    return engine, events, usage
-
-
-def text_of(events: list[Event], kind: type, choice: int = 0) -> str:
-    return "".join(e.text for e in events if isinstance(e, kind) and e.choice == choice)
+    return await run_to_end(engine, setup.plan, setup.n, make_ctx(setup, engine))
 
 
 @dataclass(frozen=True)
@@ -245,47 +224,6 @@ async def test_n_choices_run_together_and_usage_adds_up() -> None:
 
 # -- the stream and the response are folds over the same events -------------
 
-FIELDS = ("reasoning_content", "reasoning")
-
-
-def parse_sse(raw: bytes) -> list[dict[str, Any]]:
-    frames = [f for f in raw.split(b"\n\n") if f]
-    assert frames[-1] == b"data: [DONE]"
-    out = []
-    for frame in frames[:-1]:
-        if frame.startswith(b":"):
-            continue  # comment: ping / progress
-        assert frame.startswith(b"data: "), frame
-        out.append(orjson.loads(frame[len(b"data: "):]))
-    return out
-
-
-def join_stream(chunks: list[dict[str, Any]], n: int) -> dict[str, Any]:
-    joined: dict[int, dict[str, Any]] = {
-        i: {"content": "", **{f: "" for f in FIELDS}, "finish": [], "trace": None, "role": None,
-            "logprobs": None, "reasoning_keys": 0} for i in range(n)}
-    for chunk in chunks:
-        assert chunk["object"] == "chat.completion.chunk"
-        if not chunk["choices"]:
-            continue
-        (choice,) = chunk["choices"]
-        j = joined[choice["index"]]
-        assert not j["finish"], "a chunk after the choice finished"
-        delta = choice["delta"]
-        j["role"] = j["role"] or delta.get("role")
-        j["content"] += delta.get("content") or ""
-        for f in FIELDS:
-            if f in delta:
-                j["reasoning_keys"] += 1
-                j[f] += delta[f]
-        if choice.get("logprobs"):
-            j["logprobs"] = (j["logprobs"] or []) + choice["logprobs"]["content"]
-        if choice["finish_reason"] is not None:
-            assert delta == {}
-            j["finish"].append(choice["finish_reason"])
-            j["trace"] = choice.get("reasoning_trace")
-    return joined
-
 
 @pytest.mark.parametrize("include_reasoning", [True, False], ids=["reasoning", "excluded"])
 @pytest.mark.parametrize("name", list(SETUPS), ids=list(SETUPS))
@@ -293,13 +231,7 @@ def join_stream(chunks: list[dict[str, Any]], n: int) -> dict[str, Any]:
 async def test_stream_equals_response(name: str, include_reasoning: bool) -> None:
     setup = SETUPS[name]
     _, events, usage = await run(setup)
-    meta = ResponseMeta(id="chatcmpl-1", model="m", n=setup.n, plan=setup.plan.public(), reasoning_fields=FIELDS,
-                        include_reasoning=include_reasoning, include_usage=True, created=1)
-    enc = ChunkEncoder(meta)
-    raw = enc.start() + b"".join(f for e in events if (f := enc.feed(e)) is not None) + enc.finish(usage)
-    fold = ResponseFold(meta)
-    fold.feed_all(events)
-    body = fold.finish(usage)
+    raw, body = stream_and_response(events, usage, setup.plan, setup.n, include_reasoning)
 
     chunks = parse_sse(raw)
     assert all(c["id"] == "chatcmpl-1" for c in chunks)
@@ -351,17 +283,7 @@ async def test_closing_the_event_stream_aborts_every_engine_request() -> None:
 @pytest.mark.asyncio
 async def test_cancelling_the_consumer_aborts_every_engine_request() -> None:
     engine = ScriptedEngine(char_model_info(), LONG_THINK.script)
-    started = asyncio.Event()
-
-    async def consume() -> None:
-        async for _ in run_plan(LONG_THINK.plan, LONG_THINK.n, make_ctx(LONG_THINK, engine)):
-            started.set()
-
-    task = asyncio.create_task(consume())
-    await started.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_consumer(run_plan(LONG_THINK.plan, LONG_THINK.n, make_ctx(LONG_THINK, engine)))
     assert sorted(engine.aborted) == [f"{RID}-c0-think", f"{RID}-c1-think"]
     assert engine.in_flight == 0
 
@@ -370,11 +292,7 @@ async def test_cancelling_the_consumer_aborts_every_engine_request() -> None:
 async def test_closing_during_the_answer_aborts_the_answer_request() -> None:
     setup = Setup(LONG_THINK.plan, think=["think", [CLOSE]], answer=["b"] * 60)
     engine = ScriptedEngine(char_model_info(), setup.script)
-    events = run_plan(setup.plan, 1, make_ctx(setup, engine))
-    async for event in events:
-        if isinstance(event, Answer):
-            break
-    await events.aclose()  # type: ignore[attr-defined]
+    await close_at(run_plan(setup.plan, 1, make_ctx(setup, engine)), Answer)
     assert engine.finished == [f"{RID}-c0-think"]
     assert engine.aborted == [f"{RID}-c0-answer"]
     assert engine.in_flight == 0

@@ -1,0 +1,182 @@
+"""What the strategy tests share: the conversation's ids, run contexts, running a
+plan through :func:`strategies.runner.run_plan`, reading its events, and the two
+folds (SSE stream and response) over them.
+
+Strategy-specific scripts and engines stay in their test modules.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+from scripted_engine import EOS_ID, Call, ScriptedEngine, encode, word
+
+from server.encode import ChunkEncoder, ResponseFold, ResponseMeta
+from strategies.context import RunContext
+from strategies.engine import Sampling
+from strategies.events import ChoiceDone, Event
+from strategies.ledger import Ledger, Usage
+from strategies.plan import Plan
+from strategies.runner import Finished, run_plan
+
+E = TypeVar("E", bound=ScriptedEngine)
+
+
+def chat(question: str) -> tuple[int, ...]:
+    """The prompt ids of a one-question conversation, assistant turn opened."""
+    return encode(f"<|user|>{question}\n<|assistant|>")
+
+
+def followup(question: str) -> tuple[int, ...]:
+    """The scripted chat template's follow-up turn (``RunContext.followup``)."""
+    return encode(f"\n<|user|>{question}\n<|assistant|>")
+
+
+P = chat("What is 6*7?")
+PREFIX = encode("<think>\n")
+SUFFIX = encode("\n</think>\n\n")
+CLOSE = word("</think>")  # one token, as in models with a special end-of-thinking token
+THINK_PROMPT = P + PREFIX
+RID = "req"
+
+
+# -- running a plan -----------------------------------------------------------
+
+
+def contexts(engine: ScriptedEngine, prompt: tuple[int, ...], max_tokens: int, *, seed: int | None = None,
+             budget: int | None = None, followup: Callable[[str], tuple[int, ...]] | None = None,
+             **client: Any) -> Callable[[int], RunContext]:
+    """``make_ctx`` for :func:`run_plan`: choice ``i`` samples with the client's
+    ``seed + i`` (none when it has no seed) and other ``client`` Sampling fields."""
+    def make(i: int) -> RunContext:
+        sampling = Sampling(max_tokens=max_tokens, seed=None if seed is None else seed + i, **client)
+        return RunContext(engine, prompt, PREFIX, SUFFIX, sampling, RID, i, Ledger(len(prompt), budget),
+                          followup=followup)
+    return make
+
+
+async def run_to_end(engine: E, plan: Plan, n: int, make: Callable[[int], RunContext]
+              ) -> tuple[E, list[Event], Usage]:
+    """Run ``plan`` for ``n`` choices to the end: the engine, every event, and the usage."""
+    events: list[Event] = []
+    usage: Usage | None = None
+    async for item in run_plan(plan, n, make):
+        assert usage is None, "nothing may follow Finished"
+        if isinstance(item, Finished):
+            usage = item.usage
+        else:
+            events.append(item)
+    assert usage is not None
+    assert engine.in_flight == 0
+    return engine, events, usage
+
+
+# -- reading events and calls ---------------------------------------------------
+
+
+def text_of(events: list[Event], kind: type, choice: int = 0, untagged: bool = False) -> str:
+    """A choice's text on one channel; ``untagged``: leave out candidates' live thinking."""
+    return "".join(e.text for e in events if isinstance(e, kind) and e.choice == choice
+                   and (not untagged or getattr(e, "candidate", None) is None))
+
+
+def done_of(events: list[Event], choice: int | None = None) -> ChoiceDone:
+    """The one ChoiceDone of ``choice``; with no choice, of the only choice, and it is the last event."""
+    if choice is not None:
+        done = [e for e in events if isinstance(e, ChoiceDone) and e.choice == choice]
+        assert len(done) == 1
+        return done[0]
+    done = [e for e in events if isinstance(e, ChoiceDone)]
+    assert len(done) == 1 and events[-1] is done[0]
+    return done[0]
+
+
+def kept(call: Call) -> tuple[int, ...]:
+    """What a request generated, as the next request continues it: minus a trailing eos."""
+    ids = tuple(call.output_ids)
+    return ids[:-1] if ids and ids[-1] == EOS_ID else ids
+
+
+# -- the stream and the response are folds over the same events -------------
+
+FIELDS = ("reasoning_content", "reasoning")
+
+
+def stream_and_response(events: list[Event], usage: Usage, plan: Plan, n: int,
+                        include_reasoning: bool = True) -> tuple[bytes, dict[str, Any]]:
+    """The raw SSE stream and the response body the server makes of ``events``."""
+    meta = ResponseMeta(id="chatcmpl-1", model="m", n=n, plan=plan.public(), reasoning_fields=FIELDS,
+                        include_reasoning=include_reasoning, include_usage=True, created=1)
+    enc = ChunkEncoder(meta)
+    raw = enc.start() + b"".join(f for e in events if (f := enc.feed(e)) is not None) + enc.finish(usage)
+    fold = ResponseFold(meta)
+    fold.feed_all(events)
+    return raw, fold.finish(usage)
+
+
+def parse_sse(raw: bytes) -> list[dict[str, Any]]:
+    frames = [f for f in raw.split(b"\n\n") if f]
+    assert frames[-1] == b"data: [DONE]"
+    out = []
+    for frame in frames[:-1]:
+        if frame.startswith(b":"):
+            continue  # comment: ping / progress
+        assert frame.startswith(b"data: "), frame
+        out.append(orjson.loads(frame[len(b"data: "):]))
+    return out
+
+
+def join_stream(chunks: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    joined: dict[int, dict[str, Any]] = {
+        i: {"content": "", **{f: "" for f in FIELDS}, "finish": [], "trace": None, "role": None,
+            "logprobs": None, "reasoning_keys": 0} for i in range(n)}
+    for chunk in chunks:
+        assert chunk["object"] == "chat.completion.chunk"
+        if not chunk["choices"]:
+            continue
+        (choice,) = chunk["choices"]
+        j = joined[choice["index"]]
+        assert not j["finish"], "a chunk after the choice finished"
+        delta = choice["delta"]
+        j["role"] = j["role"] or delta.get("role")
+        j["content"] += delta.get("content") or ""
+        for f in FIELDS:
+            if f in delta:
+                j["reasoning_keys"] += 1
+                j[f] += delta[f]
+        if choice.get("logprobs"):
+            j["logprobs"] = (j["logprobs"] or []) + choice["logprobs"]["content"]
+        if choice["finish_reason"] is not None:
+            assert delta == {}
+            j["finish"].append(choice["finish_reason"])
+            j["trace"] = choice.get("reasoning_trace")
+    return joined
+
+
+# -- stopping early -------------------------------------------------------------
+
+
+async def close_at(events: AsyncIterator[Any], kind: type) -> None:
+    """Consume ``events`` up to the first of ``kind``, then close the stream."""
+    async for event in events:
+        if isinstance(event, kind):
+            break
+    await events.aclose()  # type: ignore[attr-defined]
+
+
+async def cancel_consumer(events: AsyncIterator[Any]) -> None:
+    """Consume ``events`` in a task and cancel it once the first event is in."""
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in events:
+            started.set()
+
+    task = asyncio.create_task(consume())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
