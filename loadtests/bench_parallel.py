@@ -139,7 +139,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
         return 0.0, 0.0
     p = k / n
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+    return max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n))
 
 
 async def ask(client, model: str, problem: Problem, reasoning: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -285,9 +285,12 @@ def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path) -> None:
 
 
 @contextmanager
-def own_server(out: Path):
-    """``ponder serve`` on a free port, stopped (and waited for) on exit; yields its base URL."""
+def own_server(out: Path, times: dict[str, float]):
+    """``ponder serve`` on a free port, stopped (and waited for) on exit; yields its base URL.
+    ``times`` gets the wait for other engines and the spawn-to-ready time."""
+    t_wait = time.perf_counter()
     wait_until_idle()
+    times["wait_idle_s"] = time.perf_counter() - t_wait
     port, log_path = free_port(), out / "bench_parallel_serve.log"
     exe = shutil.which("ponder", path=str(Path(sys.executable).parent))
     cmd = [*([exe] if exe else [sys.executable, "-m", "server.cli"]), "serve", "--port", str(port)]
@@ -297,7 +300,8 @@ def own_server(out: Path):
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             _wait_ready(proc, f"http://127.0.0.1:{port}", log_path)
-            print(f"  ponder serve ready in {time.perf_counter() - t0:.1f} s (port {port})", flush=True)
+            times["server_start_s"] = time.perf_counter() - t0
+            print(f"  ponder serve ready in {times['server_start_s']:.1f} s (port {port})", flush=True)
             yield f"http://127.0.0.1:{port}/v1"
         finally:
             proc.terminate()
@@ -313,7 +317,9 @@ def table(results: list[dict[str, Any]], batch: dict[str, Any], meta: dict[str, 
     lines = [f"# Parallel strategies: accuracy against tokens ({meta['model']}, {meta['problems']} problems, "
              f"seed {meta['seed']})", "",
              f"temperature {TEMPERATURE}, max_tokens {MAX_TOKENS} per candidate, effort none, "
-             f"{IN_FLIGHT} requests in flight; run {meta['run_s']:.0f} s.", "",
+             f"{IN_FLIGHT} requests in flight. Time: configurations {meta['configs_s']:.0f} s, batching "
+             f"{meta['batching_s']:.0f} s, server start {meta.get('server_start_s', 0):.0f} s, whole run "
+             f"{meta['run_s']:.0f} s (with {meta.get('wait_idle_s', 0):.0f} s waiting for other engines).", "",
              "| configuration | samples | accuracy | 95% CI | pass@k | mean tokens / problem "
              "| mean latency, s | wall / problem, s | early stops | errors |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -333,43 +339,58 @@ def table(results: list[dict[str, Any]], batch: dict[str, Any], meta: dict[str, 
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
-    """Accuracy against mean generated tokens (log x), one marker and line per family."""
+    """Accuracy against mean generated tokens (log x), one marker and line per family.
+    Strategies that share candidates land on the same spot: hollow markers of falling
+    size stay visible inside each other, and each family's labels sit at their own offset."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, ScalarFormatter
 
-    markers = {"single": "o", "self_consistency": "s", "self_consistency early_stop": "D",
-               "best_of_n confidence": "^", "best_of_n self_judge": "v"}
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    for family, marker in markers.items():
+    styles = {"single": ("o", 15, (6, 8)), "self_consistency": ("s", 13, (6, -14)),
+              "self_consistency early_stop": ("D", 10, (-30, 8)),
+              "best_of_n confidence": ("^", 9, (-30, -14)), "best_of_n self_judge": ("v", 7, (10, 2))}
+    fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
+    for family, (marker, size, offset) in styles.items():
         pts = sorted((r["mean_tokens"], r["accuracy"], r["samples"]) for r in results if r["family"] == family)
         if not pts:
             continue
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, markersize=8, label=family)
+        line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, markersize=size,
+                        fillstyle="none", markeredgewidth=2, linewidth=1.5, alpha=0.9, label=family)
         for x, y, n in pts:
-            ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
+            ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=offset, fontsize=9,
+                        color=line.get_color())
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_xlabel("mean generated tokens per problem (usage.completion_tokens, log scale)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, max(0.5, max(r["accuracy"] for r in results) + 0.1))
+    ax.set_ylabel("accuracy (answer_key == true answer)")
+    ax.set_ylim(-0.03, min(1.03, max(0.5, max(r["accuracy"] for r in results) + 0.15)))
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="best", fontsize=9)
-    ax.set_title(f"Accuracy vs tokens, {results[0]['problems']} arithmetic word problems")
+    ax.legend(loc="upper left", fontsize=9)
+    ax.set_title(f"Accuracy vs generated tokens, {results[0]['problems']} arithmetic word problems "
+                 f"(T={TEMPERATURE}, max_tokens {MAX_TOKENS})")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-async def bench(base_url: str, model: str, problems: list[Problem]) -> tuple[list, dict]:
+async def bench(base_url: str, model: str, problems: list[Problem], times: dict[str, float]) -> tuple[list, dict]:
     from openai import AsyncOpenAI
 
+    t0 = time.perf_counter()
     async with AsyncOpenAI(base_url=base_url, api_key=os.environ.get("PONDER_API_KEY", "unused"),
                            timeout=600.0, max_retries=0) as client:
         # Warm-up: every strategy once, off the clock.
         await asyncio.gather(*(ask(client, model, problems[0], cfg[3]) for cfg in (CONFIGS[0], CONFIGS[3], CONFIGS[6], CONFIGS[8])))
+        t1 = time.perf_counter()
         results = [await run_config(client, model, problems, cfg) for cfg in CONFIGS]
-        return results, await batching(client, model, problems)
+        t2 = time.perf_counter()
+        batch = await batching(client, model, problems)
+        times.update(warmup_s=t1 - t0, configs_s=t2 - t1, batching_s=time.perf_counter() - t2)
+        return results, batch
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -382,13 +403,14 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     problems = make_problems(args.problems, args.seed)
-    t0 = time.perf_counter()
+    t0, times = time.perf_counter(), {}
     if args.base_url:
-        results, batch = asyncio.run(bench(args.base_url, args.model, problems))
+        results, batch = asyncio.run(bench(args.base_url, args.model, problems, times))
     else:
-        with own_server(args.out) as url:
-            results, batch = asyncio.run(bench(url, args.model, problems))
-    meta = {"model": args.model, "problems": args.problems, "seed": args.seed, "run_s": time.perf_counter() - t0,
+        with own_server(args.out, times) as url:
+            results, batch = asyncio.run(bench(url, args.model, problems, times))
+    times["run_s"] = time.perf_counter() - t0  # includes the wait for other engines
+    meta = {"model": args.model, "problems": args.problems, "seed": args.seed, **times,
             "base_url": args.base_url or "own ponder serve", "cpus": os.cpu_count(),
             "temperature": TEMPERATURE, "max_tokens": MAX_TOKENS, "in_flight": IN_FLIGHT}
     report = table(results, batch, meta)
@@ -399,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
         indent=1))
     plot(results, args.out / "accuracy_vs_tokens.png")
     print(f"wrote {args.out}/bench_parallel.md, bench_parallel.json, accuracy_vs_tokens.png "
-          f"({meta['run_s']:.0f} s)")
+          f"(run {meta['run_s']:.0f} s)")
 
 
 if __name__ == "__main__":
