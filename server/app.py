@@ -15,7 +15,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
@@ -82,11 +82,18 @@ def create_app(state: AppState, start_engine: Callable[[], Any] | None = None) -
         response.headers.setdefault("x-request-id", rid)
         return response
 
-    @app.post("/v1/chat/completions")
+    app.include_router(_routes(state))
+    return app
+
+
+def _routes(state: AppState) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/chat/completions")
     async def _chat(request: Request, body: ChatCompletionRequest) -> Response:
         return await chat_completions(request, body, state)
 
-    @app.get("/v1/models")
+    @router.get("/v1/models")
     async def _models() -> JSONResponse:
         created = int(state.started_at or time.time())
         data = [{"id": name, "object": "model", "created": created, "owned_by": "ponder",
@@ -95,11 +102,11 @@ def create_app(state: AppState, start_engine: Callable[[], Any] | None = None) -
                 for name in state.model_names]
         return JSONResponse({"object": "list", "data": data})
 
-    @app.get("/health")
+    @router.get("/health")
     async def _health() -> Response:
         return Response(status_code=200)
 
-    @app.get("/ready")
+    @router.get("/ready")
     async def _ready() -> JSONResponse:
         if state.ready():
             return JSONResponse({"status": "ready"})
@@ -107,11 +114,11 @@ def create_app(state: AppState, start_engine: Callable[[], Any] | None = None) -
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503,
                             headers={"retry-after": "5"})
 
-    @app.get("/metrics")
+    @router.get("/metrics")
     async def _metrics() -> Response:
         return Response(state.metrics.render(state.engine), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    return app
+    return router
 
 
 async def _start(state: AppState, start_engine: Callable[[], Any]) -> None:

@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import AsyncIterator, Hashable
 from typing import Any
 
-
 _DONE = object()
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from .context import RunContext
-from .events import Event
-from .plan import Plan
 from .auto import auto
 from .beam import beam_search
+from .context import RunContext
+from .events import Event
 from .parallel import best_of_n, self_consistency
+from .plan import Plan
 from .revision import revision
 from .single import budget_forcing, single
 

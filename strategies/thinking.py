@@ -93,7 +93,8 @@ async def think(ctx: RunContext, plan: Plan, thought: Thought) -> AsyncIterator[
             break
         nudge_now = bool(plan.nudge) and not thought.nudged and room > plan.nudge_before > 0
         limit = room - plan.nudge_before if nudge_now else room
-        gen = Generation(ctx, ids, _sampling(ctx, limit), "think" if not thought.requests else f"think{thought.requests}", True)
+        name = f"think{thought.requests}" if thought.requests else "think"
+        gen = Generation(ctx, ids, _sampling(ctx, limit), name, True)
         thought.requests += 1
         async with aclosing(gen.run()) as events:
             async for event in events:

@@ -156,5 +156,6 @@ def test_forced_continuations_reuse_the_prefix_cache(client: openai.OpenAI, live
     assert r.usage.completion_tokens_details.reasoning_tokens >= 120
     assert r.model_extra["reasoning_plan"]["strategy"] == "budget_forcing"
     metrics = httpx.get(live.base_url + "/metrics", headers=live.headers()).text
-    assert re.search(r'^ponder_thinking_forced_(ends|continuations)_total\{effort="[a-z]+",strategy="budget_forcing"\} [1-9]',
+    forced = r'^ponder_thinking_forced_(ends|continuations)_total\{effort="[a-z]+",strategy="budget_forcing"\} [1-9]'
+    assert re.search(forced,
                      metrics, re.M)

@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from .helpers import engine_drains, stream_then_drop, unfinished
 from .sse import post_stream
 
 pytestmark = pytest.mark.integration
@@ -86,33 +87,19 @@ def test_stream_candidates_tags_every_candidate(live) -> None:
     assert tagged == {0, 1, 2}
 
 
-def _unfinished(live) -> float:
-    text = httpx.get(live.base_url + "/metrics", headers=live.headers()).text
-    return float(re.search(r"^ponder_engine_unfinished_requests (\S+)$", text, re.M).group(1))
-
-
 @pytest.mark.asyncio
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "non-stream"])
 async def test_disconnect_mid_sampling_aborts_every_engine_request(live, stream: bool) -> None:
     body = {"model": live.model, "messages": STORY, "max_tokens": 400, "temperature": 1.0, "stream": stream,
             "reasoning": {"strategy": "self_consistency", "samples": 8, "early_stop": False}}
-    url = live.base_url + "/v1/chat/completions"
-    async with httpx.AsyncClient(timeout=60) as http:
-        if stream:
-            async with http.stream("POST", url, json=body, headers=live.headers()) as r:
-                assert r.status_code == 200
-                lines = r.aiter_lines()  # kept open: leaving an `async for` would close it
-                while not (await lines.__anext__()).startswith("data: "):
-                    pass  # until the role chunk: sampling has started
-                await asyncio.sleep(1.0)
-                assert _unfinished(live) >= 8  # the candidates are running
-        else:
-            task = asyncio.ensure_future(http.post(url, json=body, headers=live.headers()))
+    if stream:
+        await stream_then_drop(live, body, at_least=8)  # the 8 candidates are running
+    else:
+        async with httpx.AsyncClient(timeout=60) as http:
+            task = asyncio.ensure_future(http.post(live.base_url + "/v1/chat/completions", json=body,
+                                                   headers=live.headers()))
             await asyncio.sleep(1.5)
-            assert _unfinished(live) >= 8
+            assert unfinished(live) >= 8
             task.cancel()  # the client goes away: httpx closes the connection
             await asyncio.gather(task, return_exceptions=True)
-    deadline = time.monotonic() + 5
-    while _unfinished(live) > 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert _unfinished(live) == 0
+    assert await engine_drains(live)

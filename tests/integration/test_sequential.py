@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import openai
 import pytest
 
+from .helpers import engine_drains, stream_then_drop
 from .sse import post_stream
-from .test_parallel import _unfinished
 
 pytestmark = pytest.mark.integration
 
@@ -125,15 +124,5 @@ async def test_auto_picks_by_difficulty_and_says_why(live) -> None:
 async def test_cancelling_mid_search_aborts_every_engine_request(live) -> None:
     body = {"model": live.model, "messages": _msgs(HARD[0]), "max_tokens": 400, "temperature": 1.0, "stream": True,
             "reasoning": {"strategy": "beam_search", "beam_width": 4, "max_steps": 8}}
-    async with httpx.AsyncClient(timeout=60) as http:
-        async with http.stream("POST", live.base_url + "/v1/chat/completions", json=body,
-                               headers=live.headers()) as r:
-            lines = r.aiter_lines()
-            while not (await lines.__anext__()).startswith("data: "):
-                pass
-            await asyncio.sleep(1.0)
-            assert _unfinished(live) >= 1
-    deadline = time.monotonic() + 5
-    while _unfinished(live) > 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    assert _unfinished(live) == 0
+    await stream_then_drop(live, body, at_least=1)
+    assert await engine_drains(live)

@@ -18,8 +18,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-from scripted_engine import (EOS, EOS_ID, WORD_BASE, WORDS, CharTokenizer, Output, ScriptedEngine,
-                             char_model_info, encode)
+from scripted_engine import (
+    EOS,
+    EOS_ID,
+    WORD_BASE,
+    WORDS,
+    CharTokenizer,
+    Output,
+    ScriptedEngine,
+    char_model_info,
+    encode,
+)
 
 from strategies import registry
 from strategies.context import RunContext
@@ -29,8 +38,20 @@ from strategies.ledger import Usage
 from strategies.plan import Plan
 from strategies.runner import run_plan
 from strategies.single import budget_forcing
-from tests.unit.harness import (CLOSE, FIELDS, PREFIX, RID, SUFFIX, chat, contexts, join_stream, parse_sse,
-                                run_to_end, stream_and_response, text_of)
+from tests.unit.harness import (
+    CLOSE,
+    FIELDS,
+    PREFIX,
+    RID,
+    SUFFIX,
+    chat,
+    contexts,
+    join_stream,
+    parse_sse,
+    run_to_end,
+    stream_and_response,
+    text_of,
+)
 
 P = chat("What is 2+2?")
 T = P + PREFIX  # the first thinking request's prompt

@@ -27,8 +27,22 @@ from strategies.ledger import Usage
 from strategies.plan import Plan
 from strategies.runner import run_plan
 from tests.unit import harness
-from tests.unit.harness import (CLOSE, FIELDS, RID, THINK_PROMPT, P, cancel_consumer, close_at, contexts, done_of,
-                                followup, join_stream, parse_sse, run_to_end, stream_and_response)
+from tests.unit.harness import (
+    CLOSE,
+    FIELDS,
+    RID,
+    THINK_PROMPT,
+    P,
+    cancel_consumer,
+    close_at,
+    contexts,
+    done_of,
+    followup,
+    join_stream,
+    parse_sse,
+    run_to_end,
+    stream_and_response,
+)
 
 STRIDE = 1_000_003  # RunContext.candidate: seed * STRIDE + k
 QUESTION = "Is the answer above correct? Answer Yes or No."

@@ -309,7 +309,7 @@ def test_auto_plan_holds_the_three_level_plans(budget: int | None) -> None:
 
 
 def test_check_presets_passes_for_the_shipped_configs() -> None:
-    check_presets(load_settings())
+    assert check_presets(load_settings()) is None  # raises APIError on a bad preset
 
 
 BROKEN_AUTO = [

@@ -20,8 +20,22 @@ from strategies.ledger import Usage
 from strategies.plan import Plan
 from strategies.runner import run_plan
 from strategies.single import single
-from tests.unit.harness import (CLOSE, FIELDS, PREFIX, RID, SUFFIX, cancel_consumer, chat, close_at, contexts,
-                                join_stream, parse_sse, run_to_end, stream_and_response, text_of)
+from tests.unit.harness import (
+    CLOSE,
+    FIELDS,
+    PREFIX,
+    RID,
+    SUFFIX,
+    cancel_consumer,
+    chat,
+    close_at,
+    contexts,
+    join_stream,
+    parse_sse,
+    run_to_end,
+    stream_and_response,
+    text_of,
+)
 
 P = chat("What is 2+2?")
 THINK_PROMPT = P + PREFIX
