@@ -74,7 +74,10 @@ from strategies.answers import answer_key
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 TEMPERATURE = 0.8
-MAX_TOKENS = 48
+MAX_TOKENS = 96
+# Without it the tiny model spends its tokens on "Let's break it down..." and is
+# cut before it states an answer, so accuracy would measure truncation.
+INSTRUCTION = "Solve the problem briefly. End with: The answer is <number>."
 IN_FLIGHT = 4
 BATCH_PROMPTS = 8
 BATCH_SAMPLES = 8
@@ -111,6 +114,13 @@ CONFIGS: list[tuple[str, str, int, dict[str, Any]]] = [
        {"effort": "none", "strategy": "best_of_n", "samples": n, "scorer": "confidence"}) for n in (4, 8)],
     ("best_of_n self_judge n=4", "best_of_n self_judge", 4,
      {"effort": "none", "strategy": "best_of_n", "samples": 4, "scorer": "self_judge"}),
+    # Sequential and search strategies (issue 5); "samples" here is only the plot label.
+    ("budget_forcing low", "budget_forcing", 1, {"effort": "low", "strategy": "budget_forcing"}),
+    *[(f"revision rounds={r}", "revision", r, {"effort": "none", "strategy": "revision", "rounds": r})
+      for r in (1, 2)],
+    ("beam_search width=2", "beam_search", 2,
+     {"effort": "none", "strategy": "beam_search", "beam_width": 2, "max_steps": 3}),
+    ("auto", "auto", 1, {"strategy": "auto"}),
 ]
 
 
@@ -147,7 +157,8 @@ async def ask(client, model: str, problem: Problem, reasoning: dict[str, Any], *
     t0 = time.perf_counter()
     try:
         resp = await client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": problem.question}],
+            model=model, messages=[{"role": "system", "content": INSTRUCTION},
+                                   {"role": "user", "content": problem.question}],
             temperature=TEMPERATURE, max_tokens=MAX_TOKENS, seed=extra.pop("seed", problem.seed),
             extra_body={"reasoning": reasoning}, **extra)
     except Exception as exc:  # a failed request counts as wrong, and is reported
@@ -163,6 +174,8 @@ async def ask(client, model: str, problem: Problem, reasoning: dict[str, Any], *
             "any_correct": (truth in cands) if cands else key == truth, "candidate_answers": cands,
             "early_stopped": trace.get("early_stopped"), "started": trace.get("started"),
             "tokens": resp.usage.completion_tokens if resp.usage else 0, "latency_s": latency,
+            "engine": (resp.usage.model_extra or {}).get("engine") if resp.usage else None,
+            "difficulty": (trace.get("auto") or {}).get("difficulty"),
             "choices": len(resp.choices)}
 
 
@@ -189,10 +202,18 @@ async def run_config(client, model: str, problems: list[Problem], cfg: tuple) ->
         "wall_s": wall, "wall_per_problem_s": wall / n,
         "errors": sum("error" in r for r in records),
         "early_stopped": sum(bool(r.get("early_stopped")) for r in records),
+        "cached_share": _cached_share(records),
     }
     print(f"  {label:38s} acc {summary['accuracy']:.3f}  tokens {summary['mean_tokens']:7.1f}  "
           f"latency {summary['mean_latency_s']:.2f} s  wall {wall:.1f} s", flush=True)
     return {**summary, "records": records}
+
+
+def _cached_share(records: list[dict[str, Any]]) -> float:
+    """Prefix-cache hits over every engine request's prompt tokens (usage.engine)."""
+    engines = [r["engine"] for r in records if r.get("engine")]
+    prompt = sum(e["prompt_tokens"] for e in engines)
+    return sum(e["cached_tokens"] for e in engines) / prompt if prompt else 0.0
 
 
 def _batch_ways(client, model: str, p: Problem) -> dict[str, Any]:
@@ -316,18 +337,20 @@ def table(results: list[dict[str, Any]], batch: dict[str, Any], meta: dict[str, 
     """The markdown report: accuracy table, then the batching comparison."""
     lines = [f"# Parallel strategies: accuracy against tokens ({meta['model']}, {meta['problems']} problems, "
              f"seed {meta['seed']})", "",
-             f"temperature {TEMPERATURE}, max_tokens {MAX_TOKENS} per candidate, effort none, "
+             f"temperature {TEMPERATURE}, max_tokens {MAX_TOKENS} per candidate (per turn, per beam), "
+             f"system prompt {INSTRUCTION!r}, effort none unless named, "
              f"{IN_FLIGHT} requests in flight. Time: configurations {meta['configs_s']:.0f} s, batching "
              f"{meta['batching_s']:.0f} s, server start {meta.get('server_start_s', 0):.0f} s, whole run "
              f"{meta['run_s']:.0f} s (with {meta.get('wait_idle_s', 0):.0f} s waiting for other engines).", "",
              "| configuration | samples | accuracy | 95% CI | pass@k | mean tokens / problem "
-             "| mean latency, s | wall / problem, s | early stops | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| mean latency, s | wall / problem, s | early stops | cached share | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lo, hi = r["ci95"]
         lines.append(f"| {r['label']} | {r['samples']} | {r['accuracy']:.3f} | {lo:.2f}-{hi:.2f} | "
                      f"{r['pass_at_k']:.3f} | {r['mean_tokens']:.1f} | {r['mean_latency_s']:.2f} | "
-                     f"{r['wall_per_problem_s']:.2f} | {r['early_stopped']} | {r['errors']} |")
+                     f"{r['wall_per_problem_s']:.2f} | {r['early_stopped']} | {r['cached_share']:.0%} | "
+                     f"{r['errors']} |")
     lines += ["", f"## Batching: {batch['samples']} samples of each of the first {batch['prompts']} prompts", "",
               "| way | wall, s (sum) | / one request | completion tokens | tokens/s | errors |",
               "|---|---:|---:|---:|---:|---:|"]
@@ -350,7 +373,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
     styles = {"single": ("o", 15, (6, 8)), "self_consistency": ("s", 13, (6, -14)),
               "self_consistency early_stop": ("D", 10, (-30, 8)),
-              "best_of_n confidence": ("^", 9, (-30, -14)), "best_of_n self_judge": ("v", 7, (10, 2))}
+              "best_of_n confidence": ("^", 9, (-30, -14)), "best_of_n self_judge": ("v", 7, (10, 2)),
+              "budget_forcing": ("P", 11, (8, -12)), "revision": ("X", 11, (8, 6)),
+              "beam_search": ("*", 13, (-34, 6)), "auto": ("h", 11, (8, -4))}
     fig, ax = plt.subplots(figsize=(9, 6), dpi=120)
     for family, (marker, size, offset) in styles.items():
         pts = sorted((r["mean_tokens"], r["accuracy"], r["samples"]) for r in results if r["family"] == family)

@@ -42,7 +42,7 @@ async def _probe(ctx: RunContext, plan: Plan) -> tuple[float, dict[str, int]]:
     try:
         for k in range(probe.samples):
             pool.start(k)
-        async for _ in _collect(pool, probe, lambda c: tally.add(c.key) or False):
+        async for _ in _collect(pool, probe, lambda c: tally.add(c.key, 1.0, c.index) or False):
             pass
     finally:
         await pool.fan.aclose()

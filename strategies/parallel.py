@@ -149,7 +149,7 @@ async def self_consistency(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     state = {"stopped": False, "window": []}
 
     def on_done(cand: Candidate) -> bool:
-        tally.add(cand.key, cand.score if weighted and cand.score is not None else 1.0)
+        tally.add(cand.key, cand.score if weighted and cand.score is not None else 1.0, cand.index)
         state["window"].append(cand.key)
         if not plan.early_stop:
             return False

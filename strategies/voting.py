@@ -3,7 +3,7 @@
 - majority and confidence-weighted votes (weights from the candidates'
   confidence, DeepConf-style: Fu et al. 2025, arXiv:2508.15260);
 - ties broken deterministically: more votes, then more weight, then the
-  answer seen first;
+  answer of the lowest-numbered candidate (not the first to finish);
 - early stopping: the leader cannot be overtaken by the samples left; ESC
   (Li et al. 2024, arXiv:2401.10480): a whole window agrees; Adaptive-Consistency
   (Aggarwal et al. 2023, arXiv:2305.11860): the Beta posterior that the leader
@@ -19,20 +19,22 @@ from math import comb
 class Tally:
     counts: dict[str, int] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)
+    # The lowest candidate index behind each answer: ties go to it, so the
+    # result does not depend on which candidate happened to finish first.
+    first: dict[str, int] = field(default_factory=dict)
 
-    def add(self, key: str | None, weight: float = 1.0) -> None:
+    def add(self, key: str | None, weight: float = 1.0, index: int | None = None) -> None:
         if key is None:
             return
-        if key not in self.counts:
-            self.order.append(key)
+        position = len(self.first) if index is None else index
+        self.first[key] = min(self.first.get(key, position), position)
         self.counts[key] = self.counts.get(key, 0) + 1
         self.weights[key] = self.weights.get(key, 0.0) + weight
 
     def ranked(self, weighted: bool = False) -> list[str]:
         def rank(k: str) -> tuple:
             primary = self.weights[k] if weighted else self.counts[k]
-            return (-primary, -self.counts[k], -self.weights[k], self.order.index(k))
+            return (-primary, -self.counts[k], -self.weights[k], self.first[k])
 
         return sorted(self.counts, key=rank)
 

@@ -218,8 +218,8 @@ VOTES: dict[str, tuple[tuple[str, ...], tuple[int, ...], int, dict[str, int]]] =
     # Three ways of writing 7 beat two twelves; the first 7 (by index) wins.
     "majority": (("12", "The answer is 7.", "It is 12", "\\boxed{7}", "7.0"), (), 1, {"7": 3, "12": 2}),
     "by-value": (("1/2", "0.5", "\\frac{1}{3}", "The answer is \\boxed{\\frac{1}{2}}"), (), 0, {"1/2": 3, "1/3": 1}),
-    # A tie goes to the answer that finished first, not to the lowest index.
-    "tie-first-finished": (("The answer is 7.", "12", "7", "12"), (0, 2), 1, {"12": 2, "7": 2}),
+    # A tie goes to the lowest-numbered candidate's answer, even when others finish first.
+    "tie-lowest-index": (("The answer is 7.", "12", "7", "12"), (0, 2), 0, {"7": 2, "12": 2}),
     "no-answer-loses": (("", "", "5"), (), 2, {"5": 1}),
 }
 
