@@ -153,7 +153,7 @@ def _beam(req: ChatCompletionRequest, strategy: str, settings: Settings) -> dict
     width = r.beam_width if r is not None and r.beam_width is not None else None
     steps = r.max_steps if r is not None and r.max_steps is not None else None
     if strategy != "beam_search":
-        for name, value in (("beam_width", width), ("max_steps", steps)):
+        for name, value in (("beam_width", width), ("max_steps", steps), ("dvts", r.dvts if r else None)):
             if value is not None:
                 raise bad_request(f"reasoning.{name} needs the beam_search strategy", f"reasoning.{name}")
         return {}
@@ -161,7 +161,8 @@ def _beam(req: ChatCompletionRequest, strategy: str, settings: Settings) -> dict
     if width * b.expansions * req.n > settings.parallel.max_candidates:
         raise bad_request("n x beam_width x expansions is above this server's candidate limit",
                           "reasoning.beam_width")
-    return {"beam_width": width, "max_steps": b.max_steps if steps is None else steps,
+    dvts = r.dvts if r is not None and r.dvts is not None else b.dvts
+    return {"beam_width": width, "max_steps": b.max_steps if steps is None else steps, "dvts": dvts,
             "expansions": b.expansions, "step_tokens": b.step_tokens,
             "step_delimiter": b.step_delimiter, "judge_question": b.process_question}
 

@@ -141,6 +141,7 @@ class BeamSection(_Frozen):
     max_steps: int = Field(default=4, ge=1, le=64)
     step_tokens: int = Field(default=64, ge=1)
     step_delimiter: str = "\n\n"
+    dvts: bool = False
     process_question: str = "Are the steps of your answer above correct so far? Reply with Yes or No."
 
 

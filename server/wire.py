@@ -57,6 +57,7 @@ class ReasoningOptions(_Strict):
     rounds: Annotated[int, Field(ge=0, le=16)] | None = None
     beam_width: Annotated[int, Field(ge=1, le=16)] | None = None
     max_steps: Annotated[int, Field(ge=1, le=64)] | None = None
+    dvts: bool | None = None
     scorer: str | None = None
     early_stop: bool | None = None
     stream_candidates: bool | None = None

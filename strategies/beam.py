@@ -8,8 +8,11 @@ to the engine together; a process scorer scores each partial solution
 (``self_judge``: the model's probability that the steps so far are correct, in
 a follow-up turn; a PRM on GPU deployments) and the best ``beam_width``
 partial solutions survive. It stops at ``max_steps`` or when every beam has
-finished. Expansions continue the parent's exact token ids, so the prefix
-cache covers the shared steps.
+finished. With ``dvts`` (diverse verifier tree search, Beeching et al. 2024)
+the ``beam_width`` beams grow as independent subtrees: each keeps only its own
+best continuation, so one strong early step cannot take over every beam.
+Expansions continue the parent's exact token ids, so the prefix cache covers
+the shared steps.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ class Beam:
     done: bool = False
     score: float = 0.0
     finish_reason: str = "stop"
+    tree: int = 0  # the subtree (DVTS); always 0 for plain beam search
 
 
 async def _expand(ctx: RunContext, plan: Plan, beam: Beam, name: str, room: int, k: int) -> AsyncIterator[Beam]:
@@ -46,12 +50,12 @@ async def _expand(ctx: RunContext, plan: Plan, beam: Beam, name: str, room: int,
     # vLLM drops the stop string from the text but not from the ids: put it back.
     text = beam.text + gen.answer + (plan.step_delimiter if gen.stop_reason == plan.step_delimiter else "")
     yield Beam(gen.continuation_ids(drop=ctx.engine.info.eos_token_ids), text, tokens, done, 0.0,
-               gen.finish_reason or "stop")
+               gen.finish_reason or "stop", beam.tree)
 
 
 async def _score(ctx: RunContext, plan: Plan, beam: Beam, name: str) -> AsyncIterator[Beam]:
     score, _ = await scoring.judge(ctx, beam.text, plan.judge_question, name)
-    yield Beam(beam.ids, beam.text, beam.tokens, beam.done, score, beam.finish_reason)
+    yield Beam(beam.ids, beam.text, beam.tokens, beam.done, score, beam.finish_reason, beam.tree)
 
 
 async def _all(ctx: RunContext, jobs: dict[str, AsyncIterator[Beam]]) -> dict[str, Beam]:
@@ -68,8 +72,19 @@ async def _all(ctx: RunContext, jobs: dict[str, AsyncIterator[Beam]]) -> dict[st
     return out
 
 
+def _select(pool: list[Beam], plan: Plan) -> list[Beam]:
+    """The top ``beam_width`` by score; with DVTS, the best of each subtree."""
+    ranked = sorted(pool, key=lambda b: -b.score)
+    if not plan.dvts:
+        return ranked[: plan.beam_width]
+    best: dict[int, Beam] = {}
+    for b in ranked:
+        best.setdefault(b.tree, b)
+    return sorted(best.values(), key=lambda b: -b.score)
+
+
 async def beam_search(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
-    beams = [Beam(ctx.prompt_ids)]
+    beams = [Beam(ctx.prompt_ids, tree=t) for t in range(plan.beam_width if plan.dvts else 1)]
     steps: list[dict] = []
     for step in range(plan.max_steps):
         live = [b for b in beams if not b.done]
@@ -88,7 +103,7 @@ async def beam_search(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
         grown = await _all(ctx, jobs)
         scored = await _all(ctx, {k: _score(ctx, plan, b, f"{k}j") for k, b in grown.items()})
         pool = [b for b in beams if b.done] + list(scored.values())
-        beams = sorted(pool, key=lambda b: -b.score)[: plan.beam_width]
+        beams = _select(pool, plan)
         steps.append({"step": step, "expanded": len(grown), "kept": len(beams),
                       "scores": [round(b.score, 4) for b in beams]})
         yield Progress(ctx.choice, {"step": step, "beams": len(beams), "best": round(beams[0].score, 4)})
@@ -96,4 +111,5 @@ async def beam_search(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     yield Answer(ctx.choice, best.text.rstrip())
     yield ChoiceDone(ctx.choice, best.finish_reason if best.done else "length",
                      {"strategy": "beam_search", "beam_width": plan.beam_width, "expansions": plan.expansions,
+                      "dvts": plan.dvts,
                       "steps": steps, "selected_score": best.score, "finished": best.done})

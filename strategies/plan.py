@@ -55,6 +55,7 @@ class Plan:
     step_delimiter: str = "\n\n"
     step_tokens: int = 64
     expansions: int = 2
+    dvts: bool = False
     # auto: a probe of probe_samples short answers; agreement >= easy_agreement
     # is easy, >= medium_agreement medium, else hard; ``auto`` maps each to a plan.
     probe_samples: int = 3
@@ -83,6 +84,6 @@ class Plan:
         for key in ("judge_question", "critique_prompt", "revise_prompt", "critique_ok"):
             data.pop(key)
         if self.strategy != "beam_search":
-            for key in ("step_delimiter", "step_tokens", "expansions"):
+            for key in ("step_delimiter", "step_tokens", "expansions", "dvts"):
                 data.pop(key)
         return {k: v for k, v in data.items() if v not in (None, "", 0) or k in ("thinking", "samples")}

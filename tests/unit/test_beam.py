@@ -272,3 +272,23 @@ async def test_budget_is_split_between_expansions_and_judges(case: Budgeted) -> 
     assert all(step["kept"] <= plan.beam_width for step in done.trace["steps"])
     if case.grow is long_steps:  # cut by the budget or max_tokens, never finished by the model
         assert done.finish_reason == "length" and answer == "x" * sum(rooms)
+
+
+# -- DVTS selection ----------------------------------------------------------------
+
+from strategies.beam import Beam, _select  # noqa: E402
+
+SELECT = {
+    # plain beam search: one strong subtree may take every slot
+    "beam-top-k": (False, [(0, 0.9), (0, 0.8), (1, 0.3), (1, 0.2)], [(0, 0.9), (0, 0.8)]),
+    # DVTS: each subtree keeps its own best, whatever the others score
+    "dvts-one-per-tree": (True, [(0, 0.9), (0, 0.8), (1, 0.3), (1, 0.2)], [(0, 0.9), (1, 0.3)]),
+    "dvts-tree-order-by-score": (True, [(1, 0.7), (0, 0.1), (1, 0.2), (0, 0.6)], [(1, 0.7), (0, 0.6)]),
+}
+
+
+@pytest.mark.parametrize(("dvts", "pool", "kept"), list(SELECT.values()), ids=list(SELECT))
+def test_select_keeps_beam_width_or_one_per_subtree(dvts: bool, pool, kept) -> None:
+    plan = Plan(strategy="beam_search", beam_width=2, dvts=dvts)
+    beams = [Beam((i,), score=s, tree=t) for i, (t, s) in enumerate(pool)]
+    assert [(b.tree, b.score) for b in _select(beams, plan)] == kept
