@@ -200,9 +200,11 @@ def _parallel(req: ChatCompletionRequest, strategy: str, preset: EffortPreset,
     scorer = r.scorer if r is not None and r.scorer else (p.scorer if strategy == "best_of_n" else None)
     if scorer is not None and scorer not in _SCORERS:
         raise bad_request(f"unknown scorer {scorer!r}; use one of {', '.join(_SCORERS)}", "reasoning.scorer")
-    if scorer == "reward_model" and not p.reward_model:
-        raise bad_request("the reward_model scorer needs a reward model configured on the server "
-                          "([parallel] reward_model); use confidence or self_judge", "reasoning.scorer")
+    if scorer == "reward_model":
+        # A reward model served by vLLM's pooling runner is planned for GPU
+        # deployments; until it exists the scorer is refused, never faked.
+        raise bad_request("the reward_model scorer is not available on this server; "
+                          "use confidence or self_judge", "reasoning.scorer", "scorer_not_available")
     if scorer is not None and strategy == "self_consistency" and scorer != "confidence":
         raise bad_request("self_consistency weighs votes by confidence only", "reasoning.scorer")
     early = r.early_stop if r is not None and r.early_stop is not None else p.early_stop

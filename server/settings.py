@@ -115,11 +115,8 @@ class ParallelSection(_Frozen):
     window: int = Field(default=4, ge=1)
     stop_rule: Literal["esc", "adaptive", "overtake"] = "esc"
     stop_threshold: float = Field(default=0.95, gt=0.5, lt=1.0)
-    scorer: Literal["confidence", "self_judge", "reward_model"] = "confidence"
+    scorer: Literal["confidence", "self_judge"] = "confidence"
     judge_question: str = "Is your answer above correct? Reply with Yes or No."
-    # A reward / process-reward model served by vLLM's pooling runner (GPU
-    # deployments). Empty: the reward_model scorer is refused with a 400.
-    reward_model: str = ""
 
 
 class RevisionSection(_Frozen):

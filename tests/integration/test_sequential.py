@@ -20,9 +20,10 @@ STRATEGIES = [
     {"strategy": "revision", "rounds": 2},
     {"strategy": "revision", "rounds": 1, "effort": "low"},
     {"strategy": "beam_search", "beam_width": 2, "max_steps": 3},
+    {"strategy": "beam_search", "beam_width": 2, "max_steps": 2, "dvts": True},
     {"strategy": "auto"},
 ]
-IDS = ["revision", "revision-thinking", "beam-search", "auto"]
+IDS = ["revision", "revision-thinking", "beam-search", "beam-search-dvts", "auto"]
 
 
 def _msgs(p: str) -> list[dict[str, str]]:
