@@ -145,6 +145,7 @@ def _auto(req: ChatCompletionRequest, strategy: str, settings: Settings) -> dict
         levels.append((level, plan_request(sub, settings)))
     return {"probe_samples": a.probe_samples, "probe_tokens": a.probe_tokens,
             "easy_agreement": a.easy_agreement, "medium_agreement": a.medium_agreement,
+            "share_prefix": settings.parallel.share_prefix,
             "auto": tuple(levels)}
 
 
@@ -212,6 +213,7 @@ def _parallel(req: ChatCompletionRequest, strategy: str, preset: EffortPreset,
         "samples": samples, "scorer": scorer, "early_stop": early and strategy == "self_consistency",
         "vote": "weighted" if scorer == "confidence" and strategy == "self_consistency" else p.vote,
         "window": p.window, "stop_rule": p.stop_rule, "stop_threshold": p.stop_threshold,
+        "share_prefix": p.share_prefix,
         "judge_question": p.judge_question,
         "stream_candidates": bool(r is not None and r.stream_candidates),
     }

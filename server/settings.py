@@ -113,6 +113,8 @@ class ParallelSection(_Frozen):
     vote: Literal["majority", "weighted"] = "majority"
     early_stop: bool = True
     window: int = Field(default=4, ge=1)
+    # First candidate computes the prompt, the others then hit the prefix cache.
+    share_prefix: bool = True
     stop_rule: Literal["esc", "adaptive", "overtake"] = "esc"
     stop_threshold: float = Field(default=0.95, gt=0.5, lt=1.0)
     scorer: Literal["confidence", "self_judge"] = "confidence"

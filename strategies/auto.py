@@ -40,8 +40,7 @@ async def _probe(ctx: RunContext, plan: Plan) -> tuple[float, dict[str, int]]:
     pool = Pool(replace(ctx, request_id=f"{ctx.request_id}-probe"), probe, None)
     tally = Tally()
     try:
-        for k in range(probe.samples):
-            pool.start(k)
+        pool.start_all(list(range(probe.samples)))
         async for _ in _collect(pool, probe, lambda c: tally.add(c.key, 1.0, c.index) or False):
             pass
     finally:

@@ -74,6 +74,29 @@ class Pool:
         self.fan = FanOut()
         self.candidates: dict[int, Candidate] = {}
         self.ledgers: dict[int, object] = {}
+        self.pending: list[int] = []
+        self.primed = not plan.share_prefix
+
+    def start_all(self, ks: list[int]) -> None:
+        """Start candidates ``ks`` so they share the prompt's KV cache.
+
+        Requests that reach vLLM in the same step each compute the prompt: the
+        prefix cache only serves blocks already computed. So the first
+        candidate starts alone and the rest follow as soon as it has output
+        (``release``), reading the prompt from the cache.
+        """
+        if self.primed:
+            for k in ks:
+                self.start(k)
+            return
+        self.start(ks[0])
+        self.pending = list(ks[1:])
+
+    def release(self) -> None:
+        self.primed = True
+        pending, self.pending = self.pending, []
+        for k in pending:
+            self.start(k)
 
     def start(self, k: int) -> None:
         cctx = self.ctx.candidate(k, self.share, self.logprobs)
@@ -102,6 +125,8 @@ async def _collect(pool: Pool, plan: Plan, on_done) -> AsyncIterator[Event]:
     """Drain the pool's events; ``on_done(candidate)`` returns True to stop early."""
     ctx = pool.ctx
     async for k, event, done in pool.fan.events():
+        if not pool.primed:
+            pool.release()  # the prompt is computed and cached: start the others
         cand = pool.candidates[k]
         if not done:
             cand.feed(event)
@@ -164,9 +189,9 @@ async def self_consistency(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
         started = 0
         while started < plan.samples and not state["stopped"]:
             state["window"] = []
-            for k in range(started, min(plan.samples, started + window)):
-                pool.start(k)
-            started = len(pool.candidates)
+            batch = list(range(started, min(plan.samples, started + window)))
+            pool.start_all(batch)  # some may start a moment later, from the prefix cache
+            started += len(batch)
             async for event in _collect(pool, plan, on_done):
                 yield event
     finally:
@@ -204,8 +229,7 @@ def _pick_by_vote(pool: Pool, tally: Tally, weighted: bool) -> Candidate:
 async def best_of_n(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     pool = Pool(ctx, plan, _logprobs_needed(ctx, plan))
     try:
-        for k in range(plan.samples):
-            pool.start(k)
+        pool.start_all(list(range(plan.samples)))
         async for event in _collect(pool, plan, lambda cand: False):
             yield event
     finally:

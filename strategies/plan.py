@@ -45,6 +45,9 @@ class Plan:
     stop_rule: str = "esc"
     stop_threshold: float = 0.95
     judge_question: str = ""
+    # Start one candidate first so the others read the prompt from the prefix
+    # cache instead of each computing it (see parallel.Pool.start_all).
+    share_prefix: bool = False
     # Revision prompts (configs/server.toml [revision]); critique_ok is a regex
     # that, found in a critique, means "no error" and stops the rounds.
     critique_prompt: str = ""
@@ -79,7 +82,7 @@ class Plan:
             for key in ("wrapup", "continuation", "max_continuations", "nudge", "nudge_before"):
                 data.pop(key)
         if self.strategy not in ("self_consistency", "best_of_n"):
-            for key in ("vote", "window", "stop_rule", "stop_threshold", "early_stop"):
+            for key in ("vote", "window", "stop_rule", "stop_threshold", "early_stop", "share_prefix"):
                 data.pop(key)
         for key in ("judge_question", "critique_prompt", "revise_prompt", "critique_ok"):
             data.pop(key)

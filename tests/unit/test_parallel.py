@@ -607,3 +607,22 @@ async def test_stream_equals_response(name: str) -> None:
         assert (msg["reasoning_content"] is not None) is setup.plan.thinking
     if "logprobs" in setup.client:
         assert all(len(e["top_logprobs"]) == setup.client["logprobs"] for e in joined[0]["logprobs"])
+
+
+# -- prompt sharing -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["self_consistency", "best_of_n"], ids=["sc", "bon"])
+@pytest.mark.asyncio
+async def test_share_prefix_starts_one_candidate_then_the_rest_from_the_cache(strategy: str) -> None:
+    """With share_prefix, candidate 0 computes the prompt alone; the others start
+    once it has output, so the engine serves their prompt from the prefix cache."""
+    plan = Plan(**(SC if strategy == "self_consistency" else BON), samples=4, share_prefix=True)
+    setup = Setup(plan, says("7", "7", "7", "7", slow=(0, 1, 2, 3)))
+    engine, events, usage = await run(setup)
+    ids = [c.request_id for c in engine.calls]
+    assert ids[0] == cand_id(0) + "-answer" or ids[0].startswith(cand_id(0))
+    # every later candidate's prompt was already computed: a full cache hit on the prompt
+    later = engine.calls[1:]
+    assert len(later) == 3 and all(c.cached_tokens >= len(P) - 1 for c in later)
+    check_accounting(setup, engine, events, usage)
