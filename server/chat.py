@@ -89,7 +89,7 @@ async def chat_completions(request: Request, req: ChatCompletionRequest, state: 
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
         created=int(time.time()))
     events = _observe(run_plan(plan, req.n, make_ctx), plan, state)
-    if plan.samples > 1:  # phases without client-visible tokens: keep the stream alive
+    if plan.strategy not in _TOKEN_STREAMING:  # silent phases (sampling, scoring): keep it alive
         events = _with_pings(events, state.settings.server.ping_interval)
     headers = {"x-request-id": rid, "x-reasoning-strategy": plan.strategy}
     if req.stream:
@@ -111,6 +111,9 @@ async def _fold(events: AsyncIterator[Event | Finished], meta: ResponseMeta) -> 
 
 
 PING = object()
+# Strategies whose events are tokens as they are generated: they need no pings,
+# and skip the task hop per event that pings cost.
+_TOKEN_STREAMING = ("single", "budget_forcing")
 
 
 async def _with_pings(events: AsyncIterator, interval: float) -> AsyncIterator:
