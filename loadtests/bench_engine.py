@@ -44,13 +44,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from loadtests.common import free_port, wait_ready
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
@@ -129,34 +130,11 @@ async def bench_direct(folder: str, runs: int, max_tokens: int) -> dict[str, Any
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def ponder_command(port: int) -> list[str]:
     exe = shutil.which("ponder", path=str(Path(sys.executable).parent))
     base = [exe] if exe else [sys.executable, "-m", "server.cli"]
     return [*base, "serve", "--port", str(port), "--default-effort", "none"]
-
-
-def wait_ready(proc: subprocess.Popen, url: str, log_path: Path) -> None:
-    """Poll GET /ready every 0.1 s until it answers 200; fail if the server exits."""
-    import httpx
-
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"ponder serve exited with {proc.returncode}:\n{tail}")
-        try:
-            if httpx.get(url + "/ready", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"ponder serve not ready after {READY_TIMEOUT_S:.0f} s")
 
 
 def stream_request(client: Any, max_tokens: int) -> dict[str, Any]:
@@ -200,7 +178,7 @@ def bench_ponder(runs: int, max_tokens: int, out: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         proc = subprocess.Popen(ponder_command(port), stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            wait_ready(proc, url, log_path)
+            wait_ready(proc, url, log_path, READY_TIMEOUT_S)
             t_ready = time.perf_counter()
             client = OpenAI(base_url=url + "/v1", api_key="unused", timeout=600, max_retries=0)
             stream_request(client, 1)

@@ -61,7 +61,6 @@ import math
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -70,6 +69,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtests.common import free_port, wait_ready
 from strategies.answers import answer_key
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -265,12 +265,6 @@ async def batching(client, model: str, problems: list[Problem]) -> dict[str, Any
             "ways": totals, "ratios": ratios}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_until_idle(poll_s: float = 30.0, limit_s: float = 3600.0) -> None:
     """Two cores: wait until no other ponder server, vLLM engine or engine benchmark runs
     (two checks 5 s apart, so a test between two engines is not taken for idle)."""
@@ -288,23 +282,6 @@ def wait_until_idle(poll_s: float = 30.0, limit_s: float = 3600.0) -> None:
     raise TimeoutError("other engines kept running")
 
 
-def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ponder serve exited with {proc.returncode}:\n"
-                               + log_path.read_text(errors="replace")[-3000:])
-        try:
-            if httpx.get(url + "/ready", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"ponder serve not ready after {READY_TIMEOUT_S:.0f} s")
-
-
 @contextmanager
 def own_server(out: Path, times: dict[str, float]):
     """``ponder serve`` on a free port, stopped (and waited for) on exit; yields its base URL.
@@ -320,7 +297,7 @@ def own_server(out: Path, times: dict[str, float]):
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            _wait_ready(proc, f"http://127.0.0.1:{port}", log_path)
+            wait_ready(proc, f"http://127.0.0.1:{port}", log_path, READY_TIMEOUT_S, poll_s=0.5)
             times["server_start_s"] = time.perf_counter() - t0
             print(f"  ponder serve ready in {times['server_start_s']:.1f} s (port {port})", flush=True)
             yield f"http://127.0.0.1:{port}/v1"
