@@ -68,6 +68,8 @@ class ModelInfo:
     think_open: str = "<think>"
     think_close: str = "</think>"
     native_thinking: bool = False
+    # Prefix caching works in whole KV blocks (vLLM: 16 on CUDA, 128 on CPU).
+    kv_block_size: int = 16
     extra: dict[str, str] = field(default_factory=dict)
 
 

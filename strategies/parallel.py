@@ -75,7 +75,10 @@ class Pool:
         self.candidates: dict[int, Candidate] = {}
         self.ledgers: dict[int, object] = {}
         self.pending: list[int] = []
-        self.primed = not plan.share_prefix
+        # Priming only pays when the prompt fills at least one KV block: a shorter
+        # one is never cached, and starting apart would only add latency (and,
+        # on CPU kernels, batch-dependent numerics between candidates).
+        self.primed = not plan.share_prefix or len(ctx.prompt_ids) < ctx.engine.info.kv_block_size
 
     def start_all(self, ks: list[int]) -> None:
         """Start candidates ``ks`` so they share the prompt's KV cache.

@@ -119,6 +119,7 @@ class VLLMEngine:
             think_open=think_open,
             think_close=think_close,
             native_thinking=native_thinking,
+            kv_block_size=llm.vllm_config.cache_config.block_size or 16,
         )
         return cls(llm, info)
 
