@@ -6,6 +6,7 @@ import re
 import time
 
 import httpx
+import openai
 
 
 def unfinished(live) -> float:
@@ -32,3 +33,9 @@ async def engine_drains(live, within: float = 5.0) -> bool:
     while unfinished(live) > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     return unfinished(live) == 0
+
+
+async def batch(live, bodies: list[dict]) -> list:
+    """Chat completions for ``bodies`` at once, through the official async SDK."""
+    async with openai.AsyncOpenAI(base_url=live.v1, api_key=live.api_key, max_retries=0, timeout=600) as c:
+        return await asyncio.gather(*(c.chat.completions.create(model=live.model, **b) for b in bodies))

@@ -1,7 +1,6 @@
 """Reasoning budgets on the real engine: caps, minimums, effort, exactness."""
 from __future__ import annotations
 
-import asyncio
 import re
 import statistics
 
@@ -9,6 +8,7 @@ import httpx
 import openai
 import pytest
 
+from .helpers import batch
 from .sse import post_stream
 
 pytestmark = pytest.mark.integration
@@ -25,19 +25,13 @@ def _msgs(p: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": p}]
 
 
-async def _batch(live, bodies: list[dict]) -> list:
-    async with openai.AsyncOpenAI(base_url=live.v1, api_key=live.api_key, max_retries=0,
-                                  timeout=600) as c:
-        return await asyncio.gather(*(c.chat.completions.create(model=live.model, **b) for b in bodies))
-
-
 @pytest.mark.asyncio
 @pytest.mark.parametrize("lo,hi", [(None, 24), (40, 48), (64, 96)], ids=["cap-only", "min-40-max-48", "min-64-max-96"])
 async def test_thinking_stays_within_min_and_max(live, lo, hi) -> None:
     reasoning = {"max_thinking_tokens": hi, **({"min_thinking_tokens": lo} if lo else {})}
     bodies = [{"messages": _msgs(p), "temperature": 0.7, "seed": i, "max_tokens": hi + 64,
                "extra_body": {"reasoning": reasoning}} for i, p in enumerate(PROMPTS)]
-    for r in await _batch(live, bodies):
+    for r in await batch(live, bodies):
         thinking = r.usage.completion_tokens_details.reasoning_tokens
         trace = r.choices[0].model_extra["reasoning_trace"]["thinking"]
         assert thinking == trace["tokens"]
@@ -52,7 +46,7 @@ async def test_mean_thinking_rises_with_effort(live) -> None:
     efforts = ["low", "medium", "high"]
     bodies = [{"messages": _msgs(p), "temperature": 0.7, "seed": 1, "reasoning_effort": e,
                "max_tokens": 400} for e in efforts for p in PROMPTS]
-    results = await _batch(live, bodies)
+    results = await batch(live, bodies)
     means = []
     for k, e in enumerate(efforts):
         chunk = results[k * len(PROMPTS):(k + 1) * len(PROMPTS)]

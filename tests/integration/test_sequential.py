@@ -1,13 +1,11 @@
 """Sequential and search strategies on the real engine: revision, beam_search, auto."""
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import openai
 import pytest
 
-from .helpers import engine_drains, stream_then_drop
+from .helpers import batch, engine_drains, stream_then_drop
 from .sse import post_stream
 
 pytestmark = pytest.mark.integration
@@ -30,11 +28,6 @@ def _msgs(p: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": p}]
 
 
-async def _batch(live, bodies):
-    async with openai.AsyncOpenAI(base_url=live.v1, api_key=live.api_key, max_retries=0, timeout=600) as c:
-        return await asyncio.gather(*(c.chat.completions.create(model=live.model, **b) for b in bodies))
-
-
 @pytest.mark.asyncio
 @pytest.mark.parametrize("reasoning", STRATEGIES, ids=IDS)
 async def test_strategy_runs_within_budget(live, reasoning) -> None:
@@ -42,7 +35,7 @@ async def test_strategy_runs_within_budget(live, reasoning) -> None:
     bodies = [{"messages": _msgs(p), "max_tokens": 96, "temperature": 0.8, "seed": i,
                "extra_body": {"reasoning": {**reasoning, "budget_tokens": budget}}}
               for i, p in enumerate(EASY[:2] + HARD[:2])]
-    for r in await _batch(live, bodies):
+    for r in await batch(live, bodies):
         assert r.usage.completion_tokens <= budget
         assert r.choices[0].message.content
         trace = r.choices[0].model_extra["reasoning_trace"]
@@ -104,7 +97,7 @@ async def test_auto_picks_by_difficulty_and_says_why(live) -> None:
     bodies = [{"messages": _msgs(p), "max_tokens": 32, "temperature": 0.3, "seed": seed,
                "extra_body": {"reasoning": {"strategy": "auto", "budget_tokens": 300}}}
               for p in AUTO_EASY + AUTO_HARD for seed in range(4)]
-    results = await _batch(live, bodies)
+    results = await batch(live, bodies)
     autos = [r.choices[0].model_extra["reasoning_trace"]["auto"] for r in results]
     assert all({"difficulty", "probe_agreement", "probe_votes", "chosen"} <= set(a) for a in autos)
     half = len(autos) // 2
