@@ -51,7 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtests.common import free_port, wait_ready
+from loadtests.common import free_port, stop, wait_ready
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
@@ -156,15 +156,6 @@ def stream_request(client: Any, max_tokens: int) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     tokens = usage.completion_tokens if usage is not None else 0
     return {"tokens": tokens, "wall_s": wall, "ttft_s": ttft, "text": "".join(text)}
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def bench_ponder(runs: int, max_tokens: int, out: Path) -> dict[str, Any]:

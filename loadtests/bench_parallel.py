@@ -69,7 +69,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests.common import free_port, wait_ready
+from loadtests.common import free_port, stop, wait_ready
 from strategies.answers import answer_key
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -302,12 +302,7 @@ def own_server(out: Path, times: dict[str, float]):
             print(f"  ponder serve ready in {times['server_start_s']:.1f} s (port {port})", flush=True)
             yield f"http://127.0.0.1:{port}/v1"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 def table(results: list[dict[str, Any]], batch: dict[str, Any], meta: dict[str, Any]) -> str:

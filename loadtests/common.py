@@ -13,6 +13,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """Terminate ``proc`` and wait for it; kill it if it does not exit in time."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_ready(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: float = 900.0,
                poll_s: float = 0.1) -> None:
     """Poll GET /ready until it answers 200; fail if the server exits or the time runs out."""

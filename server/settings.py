@@ -83,12 +83,12 @@ class EffortPreset(_Frozen):
 class DefaultsSection(_Frozen):
     # Effort used when a request names no reasoning control at all.
     effort: str = "none"
+    # Answer room when the client sets no max_tokens (the thinking cap comes on top).
     max_tokens: int = 1024
     # Highest n / max_tokens a request may ask for.
     max_n: int = 16
     # Thinking budget when thinking is on but nothing names a cap.
     max_thinking_tokens: int = 512
-    # max_tokens, when the client sets none, is max_tokens + the thinking cap.
 
 
 class BudgetForcingSection(_Frozen):

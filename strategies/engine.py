@@ -7,7 +7,7 @@ already produced, so budgets are exact and the engine's prefix cache hits.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -70,7 +70,6 @@ class ModelInfo:
     native_thinking: bool = False
     # Prefix caching works in whole KV blocks (vLLM: 16 on CUDA, 128 on CPU).
     kv_block_size: int = 16
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 class Engine(Protocol):
