@@ -6,11 +6,8 @@ answers while the ~25 s start runs) and shut down with the app.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-import re
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,29 +18,11 @@ from fastapi.responses import JSONResponse, Response
 
 from . import errors
 from .chat import chat_completions
-from .errors import APIError, error_response
+from .middleware import RequestContext
 from .state import AppState
 from .wire import ChatCompletionRequest
 
 log = logging.getLogger("ponder.app")
-_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-def _request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
-    return given if given and _SANE_ID.match(given) else uuid.uuid4().hex
-
-
-def _authorized(request: Request, keys: tuple[str, ...]) -> bool:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return False
-    # Compare against every key in constant time; no early exit on a match.
-    ok = False
-    for key in keys:
-        ok |= hmac.compare_digest(token.strip().encode(), key.encode())
-    return ok
 
 
 def create_app(state: AppState, start_engine: Callable[[], Any] | None = None) -> FastAPI:
@@ -61,27 +40,18 @@ def create_app(state: AppState, start_engine: Callable[[], Any] | None = None) -
                 task.cancel()
             if state.engine is not None and hasattr(state.engine, "shutdown"):
                 state.engine.shutdown()
+                state.engine = None  # so the engine is not finalized again at interpreter exit
 
     app = FastAPI(title="ponder", version="0.1.0", lifespan=lifespan)
     errors.install(app)
     server = state.settings.server
-    if server.cors_origins:
+    app.add_middleware(RequestContext, api_keys=server.api_keys, public_paths=server.public_paths,
+                       max_body_bytes=server.max_body_bytes)
+    if server.cors_origins:  # outermost, so a browser's preflight is answered before the key check
         app.add_middleware(CORSMiddleware, allow_origins=list(server.cors_origins),
-                           allow_methods=["*"], allow_headers=["*"])
-
-    @app.middleware("http")
-    async def request_context(request: Request, call_next):
-        rid = _request_id(request)
-        request.state.request_id = rid
-        if server.api_keys and request.url.path not in server.public_paths \
-                and not _authorized(request, server.api_keys):
-            err = APIError(401, "Incorrect or missing API key. Send it as 'Authorization: Bearer <key>'.",
-                           code="invalid_api_key")
-            return error_response(err, rid)
-        response = await call_next(request)
-        response.headers.setdefault("x-request-id", rid)
-        return response
-
+                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["authorization", "content-type", "x-request-id"],
+                           expose_headers=["x-request-id", "x-reasoning-strategy", "retry-after"])
     app.include_router(_routes(state))
     return app
 
@@ -110,13 +80,15 @@ def _routes(state: AppState) -> APIRouter:
     async def _ready() -> JSONResponse:
         if state.ready():
             return JSONResponse({"status": "ready"})
-        reason = state.startup_error or ("starting" if state.engine is None else "engine dead")
+        reason = state.startup_error or ("starting" if state.engine is None else
+                                         "draining" if state.engine_ok() else "engine dead")
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503,
                             headers={"retry-after": "5"})
 
     @router.get("/metrics")
     async def _metrics() -> Response:
-        return Response(state.metrics.render(state.engine), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(state.metrics.render(state.engine, state.admission),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
 
     return router
 

@@ -21,6 +21,7 @@ from strategies.ledger import Ledger, Usage
 from strategies.plan import Plan
 from strategies.runner import Finished, run_plan
 
+from .admission import Ticket, plan_weight
 from .encode import DONE, ChunkEncoder, ResponseFold, ResponseMeta
 from .errors import APIError, bad_request, error_body
 from .planner import plan_request, sampling_for
@@ -32,15 +33,23 @@ log = logging.getLogger("ponder.chat")
 
 
 def _check_request(req: ChatCompletionRequest, state: AppState) -> None:
+    """Limits that need the settings (the wire model has the fixed ones)."""
+    limits = state.settings.server
     if req.model not in state.model_names:
         raise APIError(404, f"The model `{req.model}` does not exist.", "model", "model_not_found")
     if req.n > state.settings.defaults.max_n:
         raise bad_request(f"n must be at most {state.settings.defaults.max_n}", "n")
+    if len(req.messages) > limits.max_messages:
+        raise bad_request(f"at most {limits.max_messages} messages are allowed", "messages")
     if req.top_logprobs is not None and not req.logprobs:
         raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
     stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
     if any(not s for s in stops):
         raise bad_request("stop strings must not be empty", "stop")
+    if any(len(s) > limits.max_stop_chars for s in stops):
+        raise bad_request(f"stop strings must be at most {limits.max_stop_chars} characters", "stop")
+    if req.timeout is not None and req.timeout > limits.max_request_timeout:
+        raise bad_request(f"timeout must be at most {limits.max_request_timeout:g} s", "timeout")
     if req.tool_choice not in (None, "none", "auto"):
         raise bad_request("only tool_choice 'none' and 'auto' are supported", "tool_choice")
 
@@ -88,15 +97,41 @@ async def chat_completions(request: Request, req: ChatCompletionRequest, state: 
         reasoning_fields=state.reasoning_fields, include_reasoning=plan.include_reasoning,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
         created=int(time.time()))
-    events = _observe(run_plan(plan, req.n, make_ctx), plan, state)
+    request.state.strategy = plan.strategy
+    # Last check before the engine: may this much work start now? (429 before any byte.)
+    try:
+        ticket = state.admission.admit(plan_weight(plan, req.n),
+                                       req.timeout or state.settings.server.request_timeout)
+    except APIError as exc:
+        state.metrics.rejected.labels(exc.code).inc()
+        raise
+    events = ticket.guard(_observe(run_plan(plan, req.n, make_ctx), plan, state))
     if plan.strategy not in _TOKEN_STREAMING:  # silent phases (sampling, scoring): keep it alive
         events = _with_pings(events, state.settings.server.ping_interval)
     headers = {"x-request-id": rid, "x-reasoning-strategy": plan.strategy}
     if req.stream:
-        return StreamingResponse(_stream(events, meta), media_type="text/event-stream",
-                                 headers={**headers, "cache-control": "no-cache"})
-    body = await _until_disconnect(request, _fold(events, meta))
+        return _TicketedStream(ticket, _stream(events, meta), media_type="text/event-stream",
+                               headers={**headers, "cache-control": "no-cache"})
+    try:
+        body = await _until_disconnect(request, _fold(events, meta))
+    finally:
+        ticket.release()
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+
+
+class _TicketedStream(StreamingResponse):
+    """Releases the request's admission ticket however the stream ends, even if it never started."""
+
+    def __init__(self, ticket: Ticket, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.ticket = ticket
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.ticket.release()
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 async def _fold(events: AsyncIterator[Event | Finished], meta: ResponseMeta) -> dict:

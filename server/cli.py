@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -52,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--enforce-eager", action="store_true")
     s.add_argument("--engine-arg", action="append", default=[], metavar="KEY=JSON",
                    help="extra vllm AsyncEngineArgs field, e.g. --engine-arg block_size=32")
+    s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
+                   help="any setting of the TOML, e.g. --set server.max_concurrent_sequences=64")
     return p
 
 
@@ -69,30 +70,41 @@ def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
         engine["enable_prefix_caching"] = False
     if a.enforce_eager:
         engine["enforce_eager"] = True
-    extra = {}
-    for item in a.engine_arg:
-        key, _, raw = item.partition("=")
-        try:
-            extra[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            extra[key] = raw
+    extra = dict(_key_value(item) for item in a.engine_arg)
     if extra:
         engine["extra"] = extra
     out: dict[str, Any] = {"server": server, "model": model, "engine": engine}
     if a.default_effort:
         out["defaults"] = {"effort": a.default_effort}
+    for item in a.set:
+        dotted, value = _key_value(item)
+        *sections, key = dotted.split(".")
+        node = out
+        for name in sections:
+            node = node.setdefault(name, {})
+        node[key] = value
     return out
+
+
+def _key_value(item: str) -> tuple[str, Any]:
+    """``KEY=JSON`` (a bare string when the value is not JSON)."""
+    key, _, raw = item.partition("=")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
 
 
 def serve(settings: Settings) -> int:
     import uvicorn
 
+    from . import logs
     from .app import create_app
+    from .lifecycle import PonderServer
     from .model_prep import prepare_model
     from .state import AppState
 
-    logging.basicConfig(level=settings.server.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.server.log_level, settings.server.log_format)
     from .planner import check_presets
 
     check_presets(settings)
@@ -109,25 +121,20 @@ def serve(settings: Settings) -> int:
         return VLLMEngine.start(cfg, m.think_open, m.think_close, m.native_thinking)
 
     app = create_app(state, start_engine)
-    config = uvicorn.Config(app, host=settings.server.host, port=settings.server.port,
-                            log_level=settings.server.log_level, access_log=False,
-                            timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
+    server_cfg = settings.server
+    # uvicorn's own grace comes after ponder's drain (PonderServer.shutdown), which
+    # has already ended every request; log_config=None keeps the JSON handler.
+    config = uvicorn.Config(app, host=server_cfg.host, port=server_cfg.port, log_level=server_cfg.log_level,
+                            access_log=False, log_config=None, timeout_graceful_shutdown=10)
+    server = PonderServer(config, state)
 
-    async def main() -> int:
-        async def watch() -> None:
-            while not server.should_exit:
-                if state.startup_error:
-                    server.should_exit = True
-                    return
-                await asyncio.sleep(0.5)
-
-        watcher = asyncio.create_task(watch())
+    async def run() -> int:
+        watcher = asyncio.create_task(server.watch())
         await server.serve()
         watcher.cancel()
-        return 1 if state.startup_error else 0
+        return server.exit_code
 
-    return asyncio.run(main())
+    return asyncio.run(run())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,10 @@ _TYPES = {
     429: "rate_limit_error",
     500: "server_error",
     503: "service_unavailable",
+    504: "timeout_error",
 }
+# Codes for the errors Starlette raises itself (unknown route, wrong method, body too large).
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 
 class APIError(Exception):
@@ -72,6 +75,18 @@ def _rid(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
+def _parse_failure(exc: StarletteHTTPException) -> str | None:
+    """Say why FastAPI could not parse a body (it only says that it could not)."""
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return "the request body is not valid UTF-8"
+    if isinstance(cause, RecursionError):
+        return "the request body's JSON is nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "a number in the request body has too many digits"
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -90,7 +105,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        err = APIError(exc.status_code, str(exc.detail), code=None)
+        err = APIError(exc.status_code, _parse_failure(exc) or str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
         return error_response(err, _rid(request))
 
     @app.exception_handler(Exception)

@@ -47,6 +47,12 @@ class Metrics:
                                        "Engine requests not finished (running or waiting), read at scrape",
                                        registry=r)
         self.in_flight = Gauge("ponder_requests_in_flight", "Chat requests being served", registry=r)
+        self.admission_in_use = Gauge("ponder_admission_sequences_in_use",
+                                      "Concurrent engine sequences admitted (n x samples ...), read at scrape",
+                                      registry=r)
+        self.admission_limit = Gauge("ponder_admission_sequences_limit", "Admission limit (0: none)", registry=r)
+        self.rejected = Counter("ponder_requests_rejected", "Requests refused before any work, by error code",
+                                ["code"], registry=r)
 
     def choice_done(self, strategy: str, effort: str, trace: dict) -> None:
         cands = trace.get("candidates")
@@ -66,7 +72,10 @@ class Metrics:
         if thinking.get("forced_continuations"):
             self.forced_continuations.labels(strategy, effort).inc(thinking["forced_continuations"])
 
-    def render(self, engine: object = None) -> bytes:
+    def render(self, engine: object = None, admission: object = None) -> bytes:
         if engine is not None and hasattr(engine, "num_unfinished_requests"):
             self.engine_unfinished.set(engine.num_unfinished_requests())
+        if admission is not None:
+            self.admission_in_use.set(admission.in_use)
+            self.admission_limit.set(admission.limit)
         return generate_latest(self.registry) + generate_latest(REGISTRY)

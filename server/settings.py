@@ -30,8 +30,24 @@ class ServerSection(_Frozen):
     # Which reasoning fields to fill: DeepSeek's, vLLM's, or both.
     reasoning_fields: Literal["both", "reasoning_content", "reasoning"] = "both"
     log_level: str = "info"
+    # "json": one object per line with the request id; "text" for a terminal.
+    log_format: Literal["json", "text"] = "json"
     # SSE comment pings during phases without tokens (sampling before a vote).
     ping_interval: float = Field(default=10.0, gt=0, le=15.0)
+    # Admission control: concurrent engine sequences (n x samples ...) the server
+    # takes on; past it, 429 with Retry-After. 0: no limit.
+    max_concurrent_sequences: int = Field(default=256, ge=0)
+    retry_after: int = Field(default=1, ge=1)
+    # Deadline of a request when it names none (s; 0: none), and the most a
+    # request's own ``timeout`` may ask for.
+    request_timeout: float = Field(default=600.0, ge=0)
+    max_request_timeout: float = Field(default=3600.0, gt=0)
+    # Limits checked before the engine is touched.
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_messages: int = Field(default=512, ge=1, le=2048)
+    max_stop_chars: int = Field(default=256, ge=1)
+    # On SIGTERM: stop taking requests, let running ones finish this long, then abort them.
+    drain_timeout: float = Field(default=30.0, ge=0)
 
 
 class ModelSection(_Frozen):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .admission import Admission
 from .errors import APIError
 from .metrics import Metrics
 from .settings import Settings
@@ -26,6 +27,11 @@ class AppState:
     startup_error: str | None = None
     # question -> follow-up turn ids, set once the engine's tokenizer is known
     followup: Any = None
+    admission: Admission = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings.server
+        self.admission = Admission(s.max_concurrent_sequences, s.retry_after)
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -36,11 +42,15 @@ class AppState:
         mode = self.settings.server.reasoning_fields
         return ("reasoning_content", "reasoning") if mode == "both" else (mode,)
 
-    def ready(self) -> bool:
+    def engine_ok(self) -> bool:
         return self.engine is not None and getattr(self.engine, "alive", True)
 
+    def ready(self) -> bool:
+        """What ``/ready`` says: the engine can generate and the server is not draining."""
+        return self.engine_ok() and not self.admission.draining
+
     def require_engine(self) -> Any:
-        if not self.ready():
+        if not self.engine_ok():
             what = "starting" if self.engine is None and not self.startup_error else "unavailable"
             raise APIError(503, f"the engine is {what}; retry later", code="engine_unavailable",
                            headers={"retry-after": "5"})

@@ -100,3 +100,5 @@ class ChatCompletionRequest(BaseModel):
     include_reasoning: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     reasoning_effort: str | None = None
+    # ponder: this request's deadline in seconds (the server's default applies without it).
+    timeout: Annotated[float, Field(gt=0, le=1e9)] | None = None

@@ -31,6 +31,7 @@ class Live:
     api_key: str
     model: str
     log_path: Path
+    pid: int = 0
 
     @property
     def v1(self) -> str:
@@ -60,26 +61,43 @@ def _wait_ready(url: str, proc: subprocess.Popen, log_path: Path) -> None:
     raise RuntimeError(f"ponder serve not ready in {START_TIMEOUT}s:\n{log_path.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="session")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+def start_server(log_path: Path, *extra: str) -> tuple[subprocess.Popen, Live]:
+    """``ponder serve`` as a user starts it, with the test key; returns once /ready says 200."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "ponder.log"
     cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--api-key", API_KEY,
-           "--max-num-batched-tokens", "256", "--max-model-len", "2048"]
+           "--max-model-len", "2048", *extra]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base, proc, log_path)
-        yield Live(base, API_KEY, MODEL, log_path)
-    finally:
+    except BaseException:
+        stop_server(proc)
+        raise
+    return proc, Live(base, API_KEY, MODEL, log_path, proc.pid)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
         proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    log_path = tmp_path_factory.mktemp("server") / "ponder.log"
+    # Small batches so long prompts are prefilled in chunks; pings every second
+    # so the keep-alive of silent phases is seen within a short test.
+    proc, server = start_server(log_path, "--max-num-batched-tokens", "256", "--set", "server.ping_interval=1")
+    try:
+        yield server
+    finally:
+        stop_server(proc)
 
 
 @pytest.fixture(scope="session")

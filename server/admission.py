@@ -1,0 +1,134 @@
+"""Admission control, deadlines and the shutdown drain: what a request may hold.
+
+A strategy request can hold many engine sequences for a long time, so the
+limit counts *work*, not requests: a request weighs as many sequences as it
+may run at once (``n`` x samples, beams x expansions...). Past the limit the
+server answers 429 with ``Retry-After`` before any stream byte, the way TGI's
+``max_concurrent_requests`` does, but weighted. A request heavier than the
+whole limit can never fit: its 429 says ``x-should-retry: false`` so the
+OpenAI SDK does not retry it.
+
+Every admitted request carries a :class:`Ticket` with a deadline. ``guard``
+wraps the request's event stream: at the deadline (or when the drain at
+shutdown runs out) the wait for the next event is cancelled, which closes
+the strategy's generators and so aborts every engine request it started, and
+the client gets one documented error (504 ``deadline_exceeded`` or 503
+``server_shutting_down``).
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+
+from strategies.plan import Plan
+
+from .errors import APIError
+
+
+def plan_weight(plan: Plan, n: int) -> int:
+    """Most engine sequences one request may run at once."""
+    if plan.strategy in ("self_consistency", "best_of_n"):
+        per_choice = plan.samples
+    elif plan.strategy == "beam_search":
+        per_choice = max(1, plan.beam_width) * max(1, plan.expansions)
+    elif plan.strategy == "auto":
+        per_choice = max([plan.probe_samples, *(plan_weight(sub, 1) for _, sub in plan.auto)])
+    else:  # single, budget_forcing, revision: one sequence at a time
+        per_choice = 1
+    return n * per_choice
+
+
+class Ticket:
+    """One admitted request: its weight, its deadline and how it may end early."""
+
+    def __init__(self, admission: Admission, weight: int, timeout: float | None) -> None:
+        self._admission = admission
+        self.weight = weight
+        self.timeout = timeout
+        loop = asyncio.get_running_loop()
+        self.when = loop.time() + timeout if timeout else math.inf
+        self.reason = "deadline"
+        self._timer: asyncio.Timeout | None = None
+        self._released = False
+
+    def expire(self, reason: str) -> None:
+        """End the request now: its pending wait for an event is cancelled."""
+        self.reason = reason
+        self.when = asyncio.get_running_loop().time()
+        if self._timer is not None and not self._timer.expired():
+            self._timer.reschedule(self.when)
+
+    def error(self) -> APIError:
+        if self.reason == "shutdown":
+            return APIError(503, "the server is shutting down; retry on another instance",
+                            code="server_shutting_down", headers={"retry-after": "1"})
+        return APIError(504, f"the request passed its deadline of {self.timeout:g} s; every engine "
+                        "request it started was aborted", code="deadline_exceeded",
+                        headers={"x-should-retry": "false"})
+
+    async def guard(self, events: AsyncIterator) -> AsyncIterator:
+        """Pass ``events`` through until the deadline; then close them and raise ``error()``."""
+        it = events.__aiter__()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(self.when if self.when != math.inf else None) as t:
+                        self._timer = t
+                        item = await it.__anext__()
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise self.error() from None
+                finally:
+                    self._timer = None
+                yield item
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._admission._release(self)
+
+
+class Admission:
+    """The weighted concurrent-work limit and the set of live tickets."""
+
+    def __init__(self, limit: int, retry_after: int = 1) -> None:
+        self.limit = limit  # 0: no limit
+        self.retry_after = retry_after
+        self.in_use = 0
+        self.rejected = 0
+        self.draining = False
+        self.tickets: set[Ticket] = set()
+
+    def admit(self, weight: int, timeout: float | None) -> Ticket:
+        if self.draining:
+            raise APIError(503, "the server is shutting down; retry on another instance",
+                           code="server_shutting_down", headers={"retry-after": str(self.retry_after)})
+        if self.limit and weight > self.limit:
+            self.rejected += 1
+            raise APIError(429, f"this request needs {weight} concurrent sequences (n x samples); the server "
+                           f"admits at most {self.limit}. Lower n or the samples.",
+                           code="request_too_large", headers={"x-should-retry": "false"})
+        if self.limit and self.in_use + weight > self.limit:
+            self.rejected += 1
+            raise APIError(429, f"the server is at capacity ({self.in_use} of {self.limit} concurrent "
+                           "sequences in use); retry after the time in Retry-After",
+                           code="server_overloaded",
+                           headers={"retry-after": str(self.retry_after), "x-should-retry": "true"})
+        ticket = Ticket(self, weight, timeout)
+        self.in_use += weight
+        self.tickets.add(ticket)
+        return ticket
+
+    def _release(self, ticket: Ticket) -> None:
+        self.in_use -= ticket.weight
+        self.tickets.discard(ticket)
+
+    def expire_all(self, reason: str) -> int:
+        live = list(self.tickets)
+        for t in live:
+            t.expire(reason)
+        return len(live)

@@ -1,0 +1,140 @@
+"""A server of its own with a small admission limit, CORS and a short drain:
+429s before any byte, CORS as configured, then SIGTERM's drain (last test)."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from .conftest import Live, start_server, stop_server
+from .sse import post_stream
+
+pytestmark = pytest.mark.integration
+
+ORIGIN = "https://app.example"
+LIMIT, DRAIN = 8, 3.0
+STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
+
+
+@pytest.fixture(scope="module")
+def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen, Live]]:
+    log_path = tmp_path_factory.mktemp("ops") / "ponder.log"
+    proc, live = start_server(log_path, "--set", f"server.max_concurrent_sequences={LIMIT}",
+                              "--set", f"server.drain_timeout={DRAIN}", "--set", "server.retry_after=2",
+                              "--set", f'server.cors_origins=["{ORIGIN}"]')
+    try:
+        yield proc, live
+    finally:
+        stop_server(proc)
+
+
+async def _stream(live: Live, body: dict) -> tuple[int, dict, list[str]]:
+    """Status, headers and the data lines of one streamed request."""
+    async with httpx.AsyncClient(timeout=300) as http:
+        async with http.stream("POST", live.base_url + "/v1/chat/completions", json=body,
+                               headers=live.headers()) as r:
+            lines = [line async for line in r.aiter_lines() if line]
+            return r.status_code, dict(r.headers), lines
+
+
+def _metric(live: Live, name: str) -> float:
+    text = httpx.get(live.base_url + "/metrics", headers=live.headers()).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+@pytest.mark.asyncio
+async def test_past_the_limit_429_comes_before_any_byte_and_the_accepted_finish(ops) -> None:
+    _, live = ops
+    rejected_before = _metric(live, 'ponder_requests_rejected_total{code="server_overloaded"}')
+    body = {"model": live.model, "messages": STORY, "max_tokens": 48, "temperature": 1.0, "stream": True,
+            "reasoning": {"strategy": "best_of_n", "samples": 4}}  # weight 4 of 8
+    results = await asyncio.gather(*(_stream(live, body) for _ in range(6)))
+    accepted = [r for r in results if r[0] == 200]
+    rejected = [r for r in results if r[0] != 200]
+    assert len(accepted) >= 2 and rejected, [r[0] for r in results]
+    for status, headers, lines in rejected:
+        assert status == 429 and headers["retry-after"] == "2" and headers["x-should-retry"] == "true"
+        assert headers["content-type"] == "application/json"  # an error body, not a stream
+        assert '"code":"server_overloaded"' in lines[0] and '"type":"rate_limit_error"' in lines[0]
+    for _, _, lines in accepted:
+        assert lines[-1] == "data: [DONE]" and '"finish_reason":"length"' in "".join(lines)
+        assert '"error"' not in "".join(lines)
+    assert _metric(live, 'ponder_requests_rejected_total{code="server_overloaded"}') == rejected_before + len(rejected)
+    assert _metric(live, "ponder_admission_sequences_in_use") == 0
+
+
+@pytest.mark.asyncio
+async def test_the_sdk_retries_after_retry_after_and_gets_through(ops) -> None:
+    _, live = ops
+    heavy = {"model": live.model, "messages": STORY, "max_tokens": 64,
+             "reasoning": {"strategy": "self_consistency", "samples": 8, "early_stop": False}}
+    async with httpx.AsyncClient(timeout=300) as http:
+        hog = asyncio.ensure_future(http.post(live.base_url + "/v1/chat/completions", json=heavy,
+                                              headers=live.headers()))
+        await asyncio.sleep(1.0)  # the whole limit is in use
+        async with openai.AsyncOpenAI(base_url=live.v1, api_key=live.api_key, max_retries=6, timeout=300) as c:
+            r = await c.chat.completions.with_raw_response.create(
+                model=live.model, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8)
+        assert (await hog).status_code == 200
+    assert r.retries_taken >= 1 and r.parse().choices[0].finish_reason in ("stop", "length")
+
+
+def test_heavier_than_the_limit_is_refused_for_good(ops) -> None:
+    _, live = ops
+    client = openai.OpenAI(base_url=live.v1, api_key=live.api_key, max_retries=3)
+    t0 = time.perf_counter()
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model=live.model, messages=STORY, max_tokens=8, n=3,
+                                       extra_body={"reasoning": {"strategy": "best_of_n", "samples": 3}})
+    assert info.value.body["code"] == "request_too_large"
+    assert time.perf_counter() - t0 < 1.0  # x-should-retry: false, so no retry
+
+
+def test_cors_answers_only_the_configured_origin(ops) -> None:
+    _, live = ops
+    pre = httpx.options(live.base_url + "/v1/chat/completions",
+                        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+                                 "Access-Control-Request-Headers": "authorization, content-type"})
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == ORIGIN
+    other = httpx.options(live.base_url + "/v1/chat/completions",
+                          headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "access-control-allow-origin" not in other.headers
+    r = httpx.get(live.base_url + "/v1/models", headers={**live.headers(), "Origin": ORIGIN})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == ORIGIN
+    assert "x-request-id" in r.headers["access-control-expose-headers"]
+    denied = httpx.get(live.base_url + "/v1/models", headers={"Origin": ORIGIN})  # CORS does not replace the key
+    assert denied.status_code == 401
+
+
+@pytest.mark.asyncio
+async def test_sigterm_drains_then_aborts_then_exits_cleanly(ops) -> None:
+    """Last in this module: the server is gone afterwards."""
+    proc, live = ops
+    short = {"model": live.model, "messages": STORY, "max_tokens": 24, "stream": True}
+    long = {"model": live.model, "messages": STORY, "max_tokens": 1500, "stream": True,
+            "stream_options": {"include_usage": True}}
+    long_task = asyncio.ensure_future(_stream(live, long))
+    short_task = asyncio.ensure_future(_stream(live, short))
+    await asyncio.sleep(0.5)
+    t_term = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    assert httpx.get(live.base_url + "/ready").status_code == 503
+    late = await asyncio.to_thread(post_stream, live.base_url, short, live.headers())
+    assert late.status == 503 and late.frames[0]["error"]["code"] == "server_shutting_down"
+    assert late.headers["retry-after"]
+    status, _, lines = await short_task
+    assert status == 200 and lines[-1] == "data: [DONE]" and '"finish_reason":"length"' in "".join(lines)
+    status, _, lines = await long_task
+    ended = time.perf_counter() - t_term
+    assert status == 200 and lines[-1] == "data: [DONE]"
+    assert '"code":"server_shutting_down"' in lines[-2]
+    assert DRAIN - 0.5 < ended < DRAIN + 3, ended
+    code = await asyncio.to_thread(proc.wait, 60)
+    assert code == 0
