@@ -3,6 +3,7 @@
 #   make serve   install (once), prepare the default model (once), serve on 127.0.0.1:8000
 #   make test    install (once) and run the whole test suite on the real engine
 #   make bench   benchmarks (loadtests/), results into loadtests/RESULTS.md
+#   make soak    the long storm: rounds of mixed requests, disconnects and 429s, with figures
 #   make lint    ruff
 #
 # Variables:
@@ -22,7 +23,7 @@ TORCH_INDEX ?=
 PIP_INDEX := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 STAMP  := $(VENV)/.stamp-install-$(VARIANT)
 
-.PHONY: install serve test unit integration bench lint clean model
+.PHONY: install serve test unit integration bench soak lint clean model
 
 install: $(STAMP)
 
@@ -63,6 +64,10 @@ bench: install model
 	$(BIN)/python -m loadtests.bench_engine --runs 5 --max-tokens 128
 	$(BIN)/python -m loadtests.bench_forcing --runs 3
 	$(BIN)/python -m loadtests.bench_parallel --problems 40
+
+# The long version of the storm test: loadtests/out/soak.md gets the figures.
+soak: install model
+	$(BIN)/python -m loadtests.soak $(SOAK_ARGS)
 
 lint: install
 	$(BIN)/python -m ruff check server strategies tests loadtests
