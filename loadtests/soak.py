@@ -1,7 +1,7 @@
 """``make soak``: the long storm. Rounds of streamed requests of mixed strategies,
 clients leaving at random moments, past a small admission limit so 429s happen
-too; after every round the engine must hold nothing within 5 s. Prints, per
-round: requests, completed, dropped, rejected, failed, drain time, and the
+too (a refused client waits its Retry-After and retries, as the SDK does); after every round the engine must hold nothing within 5 s. Prints, per
+round: requests, completed, dropped, 429s, given up, failed, drain time, and the
 memory of the API process and of the engine process.
 
     python -m loadtests.soak [--rounds 5] [--requests 400] [--concurrency 64] [--limit 48]
@@ -44,7 +44,7 @@ async def _soak(base: str, pid: int, args: argparse.Namespace) -> list[dict]:
     rows = [{"round": "baseline", **_rss_mb(proc)}]
     for i in range(args.rounds):
         report = await storm(base, headers, MODEL, count=args.requests, concurrency=args.concurrency,
-                             leave_fraction=args.leave, max_tokens=args.max_tokens, seed=i)
+                             leave_fraction=args.leave, max_tokens=args.max_tokens, seed=i, retries=args.retries)
         drained, load = await until_idle(base, headers)
         row = {"round": i + 1, **report.row(), "drain_s": round(drained, 2), **_rss_mb(proc)}
         if report.failures:
@@ -57,7 +57,7 @@ async def _soak(base: str, pid: int, args: argparse.Namespace) -> list[dict]:
 
 
 def _table(rows: list[dict]) -> str:
-    cols = ["round", "requests", "completed", "dropped", "rejected", "failed", "seconds", "drain_s", "api_mb",
+    cols = ["round", "requests", "completed", "dropped", "rejections", "given_up", "failed", "seconds", "drain_s", "api_mb",
             "engine_mb"]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -74,6 +74,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=48, help="admission limit (sequences) of the soaked server")
     p.add_argument("--leave", type=float, default=0.5, help="share of clients that leave early")
     p.add_argument("--max-tokens", type=int, default=24)
+    p.add_argument("--retries", type=int, default=30, help="429 retries per client (after Retry-After)")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     port = free_port()

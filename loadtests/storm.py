@@ -39,9 +39,11 @@ class StormReport:
     by_strategy: Counter = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    requests: int = 0
 
     def row(self) -> dict[str, float]:
-        return {"requests": sum(self.outcomes.values()), **self.outcomes, "seconds": round(self.seconds, 1)}
+        """Requests, then outcomes: completed, dropped, failed, given_up (each request once) and rejections (429s)."""
+        return {"requests": self.requests, **self.outcomes, "seconds": round(self.seconds, 1)}
 
 
 def bodies(model: str, count: int, max_tokens: int, seed: int) -> list[dict]:
@@ -64,14 +66,15 @@ async def _read(r: httpx.Response) -> list[str]:
 
 
 async def _one(http: httpx.AsyncClient, url: str, headers: dict, body: dict, leave_after: float | None,
-               report: StormReport) -> None:
+               report: StormReport) -> float | None:
+    """One request; returns the Retry-After of a 429 (the request was refused), else None."""
     strategy = (body.get("reasoning") or {}).get("strategy", "single")
     report.by_strategy[strategy] += 1
     try:
         async with http.stream("POST", url, json=body, headers=headers) as r:
             if r.status_code == 429 and r.headers.get("retry-after"):
-                report.outcomes["rejected"] += 1
-                return
+                report.outcomes["rejections"] += 1
+                return float(r.headers["retry-after"])
             if r.status_code != 200:
                 report.outcomes["failed"] += 1
                 report.failures.append(f"{strategy}: status {r.status_code} {(await r.aread())[:200]!r}")
@@ -93,10 +96,18 @@ async def _one(http: httpx.AsyncClient, url: str, headers: dict, body: dict, lea
 
 
 async def storm(base_url: str, headers: dict, model: str, count: int = 200, concurrency: int = 32,
-                leave_fraction: float = 0.5, max_tokens: int = 24, seed: int = 0) -> StormReport:
-    """``count`` streamed requests, ``concurrency`` at a time; a share of clients leaves early."""
+                leave_fraction: float = 0.5, max_tokens: int = 24, seed: int = 0,
+                leaver_tokens: int = 512, retries: int = 0) -> StormReport:
+    """``count`` streamed requests, ``concurrency`` at a time; a share of clients leaves early.
+
+    A client refused with 429 waits its Retry-After and tries again, up to
+    ``retries`` times, as the OpenAI SDK does; then it counts as given up.
+
+    Clients that will leave ask for ``leaver_tokens``: if the server failed to
+    abort them, the engine would stay busy long after the storm.
+    """
     rng = random.Random(seed + 1)
-    report = StormReport()
+    report = StormReport(requests=count)
     gate = asyncio.Semaphore(concurrency)
     url = base_url + "/v1/chat/completions"
     t0 = time.perf_counter()
@@ -104,8 +115,15 @@ async def storm(base_url: str, headers: dict, model: str, count: int = 200, conc
                                  limits=httpx.Limits(max_connections=concurrency + 8)) as http:
         async def run(body: dict) -> None:
             leave = rng.uniform(0.0, 3.0) if rng.random() < leave_fraction else None
-            async with gate:
-                await _one(http, url, headers, body, leave, report)
+            if leave is not None:
+                body = {**body, "max_tokens": leaver_tokens}
+            for _ in range(retries + 1):
+                async with gate:
+                    pause = await _one(http, url, headers, body, leave, report)
+                if pause is None:
+                    return
+                await asyncio.sleep(pause)
+            report.outcomes["given_up"] += 1
 
         await asyncio.gather(*(run(b) for b in bodies(model, count, max_tokens, seed)))
     report.seconds = time.perf_counter() - t0

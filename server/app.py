@@ -15,8 +15,9 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 
-from . import errors
+from . import errors, openapi, wire
 from .chat import chat_completions
 from .middleware import RequestContext
 from .state import AppState
@@ -53,17 +54,39 @@ def create_app(state: AppState, start_engine: Callable[[], Any] | None = None) -
                            allow_headers=["authorization", "content-type", "x-request-id"],
                            expose_headers=["x-request-id", "x-reasoning-strategy", "retry-after"])
     app.include_router(_routes(state))
+    app.openapi = lambda: openapi.schema(app, state)  # type: ignore[method-assign]
     return app
 
 
-def _routes(state: AppState) -> APIRouter:
-    router = APIRouter()
+class _StrictJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = wire.parse_body(await self.body())
+        return self._json
 
-    @router.post("/v1/chat/completions")
+
+class _StrictJSONRoute(APIRoute):
+    """Bodies are read by :func:`wire.parse_body` (FastAPI turns its APIError into a 400)."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJSONRequest(request.scope, request.receive))
+
+        return strict
+
+
+def _routes(state: AppState) -> APIRouter:
+    router = APIRouter(route_class=_StrictJSONRoute)
+
+    @router.post("/v1/chat/completions", response_model=None, responses=openapi.CHAT_RESPONSES)
     async def _chat(request: Request, body: ChatCompletionRequest) -> Response:
         return await chat_completions(request, body, state)
 
-    @router.get("/v1/models")
+    @router.get("/v1/models", response_model=None, responses={
+        200: {"description": "the served model", "headers": openapi.RID,
+              "content": {"application/json": {"schema": openapi.ref(wire.ModelList)}}}, **openapi.GET_ERRORS})
     async def _models() -> JSONResponse:
         created = int(state.started_at or time.time())
         data = [{"id": name, "object": "model", "created": created, "owned_by": "ponder",
@@ -72,11 +95,17 @@ def _routes(state: AppState) -> APIRouter:
                 for name in state.model_names]
         return JSONResponse({"object": "list", "data": data})
 
-    @router.get("/health")
+    @router.get("/health", response_class=Response, responses={
+        200: {"description": "the process is alive (empty body)", "headers": openapi.RID}, **openapi.GET_ERRORS})
     async def _health() -> Response:
         return Response(status_code=200)
 
-    @router.get("/ready")
+    @router.get("/ready", response_model=None, responses={
+        200: {"description": "the engine can generate", "headers": openapi.RID,
+              "content": {"application/json": {"schema": openapi.ref(wire.Readiness)}}},
+        503: {**openapi.error("not ready: starting, draining or engine dead", retry=True),
+              "content": {"application/json": {"schema": openapi.ref(wire.Readiness)}}},
+        **openapi.GET_ERRORS})
     async def _ready() -> JSONResponse:
         if state.ready():
             return JSONResponse({"status": "ready"})
@@ -85,7 +114,9 @@ def _routes(state: AppState) -> APIRouter:
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503,
                             headers={"retry-after": "5"})
 
-    @router.get("/metrics")
+    @router.get("/metrics", response_class=Response, responses={
+        200: {"description": "Prometheus text format: ponder_* and vLLM's vllm:*", "headers": openapi.RID,
+              "content": {"text/plain": {"schema": {"type": "string"}}}}, **openapi.GET_ERRORS})
     async def _metrics() -> Response:
         return Response(state.metrics.render(state.engine, state.admission),
                         media_type="text/plain; version=0.0.4; charset=utf-8")

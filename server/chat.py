@@ -76,10 +76,28 @@ def _fit_context(req: ChatCompletionRequest, plan: Plan, prompt: Prompt, max_len
 
 
 async def chat_completions(request: Request, req: ChatCompletionRequest, state: AppState) -> Response:
-    rid: str = request.state.request_id
     _check_request(req, state)
     plan = plan_request(req, state.settings)
     engine = state.require_engine()
+    request.state.strategy = plan.strategy
+    # Admission before the prompt is even rendered, so a 429 costs the server
+    # (which shares the CPU with the engine) almost nothing.
+    try:
+        ticket = state.admission.admit(plan_weight(plan, req.n),
+                                       req.timeout or state.settings.server.request_timeout)
+    except APIError as exc:
+        state.metrics.rejected.labels(exc.code).inc()
+        raise
+    try:
+        return await _serve(request, req, plan, engine, ticket, state)
+    except BaseException:
+        ticket.release()  # idempotent: a response that took the ticket releases it too
+        raise
+
+
+async def _serve(request: Request, req: ChatCompletionRequest, plan: Plan, engine, ticket: Ticket,
+                 state: AppState) -> Response:
+    rid: str = request.state.request_id
     cfg = state.settings.model
     prompt = render(req, engine.tokenizer, cfg.think_open, cfg.think_close, cfg.native_thinking,
                     cfg.chat_template_kwargs, plan.thinking)
@@ -97,14 +115,6 @@ async def chat_completions(request: Request, req: ChatCompletionRequest, state: 
         reasoning_fields=state.reasoning_fields, include_reasoning=plan.include_reasoning,
         include_usage=bool(req.stream_options and req.stream_options.include_usage),
         created=int(time.time()))
-    request.state.strategy = plan.strategy
-    # Last check before the engine: may this much work start now? (429 before any byte.)
-    try:
-        ticket = state.admission.admit(plan_weight(plan, req.n),
-                                       req.timeout or state.settings.server.request_timeout)
-    except APIError as exc:
-        state.metrics.rejected.labels(exc.code).inc()
-        raise
     events = ticket.guard(_observe(run_plan(plan, req.n, make_ctx), plan, state))
     if plan.strategy not in _TOKEN_STREAMING:  # silent phases (sampling, scoring): keep it alive
         events = _with_pings(events, state.settings.server.ping_interval)

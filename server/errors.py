@@ -87,6 +87,20 @@ def _parse_failure(exc: StarletteHTTPException) -> str | None:
     return None
 
 
+def _body_problem(error: dict[str, Any], content_type: str | None) -> str | None:
+    """Say what is wrong with a body FastAPI could not use as an object at all."""
+    if error.get("type") == "missing":
+        return "the request body is empty or null; send a JSON object"
+    given = error.get("input")
+    if isinstance(given, bytes):  # FastAPI reads only JSON media types as JSON
+        sent = f"not {content_type!r}" if content_type else "it has no Content-Type"
+        return f"the request body must be JSON sent as 'Content-Type: application/json'; {sent}"
+    if given is not None and not isinstance(given, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean"}.get(type(given), "a number")
+        return f"the request body must be a JSON object, not {kind}"
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -100,11 +114,15 @@ def install(app: FastAPI) -> None:
         msg = first.get("msg", "invalid request")
         if first.get("type") == "json_invalid":
             msg, param = "request body is not valid JSON", None
+        elif param is None:  # the body as a whole
+            msg = _body_problem(first, request.headers.get("content-type")) or msg
         text = f"{param}: {msg}" if param else msg
         return error_response(bad_request(text, param), _rid(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, APIError):  # raised while FastAPI read the body (wire.parse_body)
+            return error_response(exc.__cause__, _rid(request))
         err = APIError(exc.status_code, _parse_failure(exc) or str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
         return error_response(err, _rid(request))
 

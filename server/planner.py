@@ -32,18 +32,23 @@ class _Thinking:
 def _effort(req: ChatCompletionRequest, settings: Settings) -> tuple[str, str, str]:
     """(effort, where it came from, param)."""
     r = req.reasoning
+    # An unknown effort is a 400 even where a higher control would win.
+    for value, param in ((r.effort if r is not None else None, "reasoning.effort"),
+                         (req.reasoning_effort, "reasoning_effort")):
+        if value is not None and value not in EFFORTS:
+            raise bad_request(f"unknown reasoning effort {value!r}; use one of {', '.join(EFFORTS)}", param)
     if r is not None and r.effort is not None:
-        effort, source, param = r.effort, "reasoning", "reasoning.effort"
-    elif req.reasoning_effort is not None:
-        effort, source, param = req.reasoning_effort, "reasoning_effort", "reasoning_effort"
-    else:
-        return settings.defaults.effort, "default", "reasoning_effort"
-    if effort not in EFFORTS:
-        raise bad_request(f"unknown reasoning effort {effort!r}; use one of {', '.join(EFFORTS)}", param)
-    return effort, source, param
+        return r.effort, "reasoning", "reasoning.effort"
+    if req.reasoning_effort is not None:
+        return req.reasoning_effort, "reasoning_effort", "reasoning_effort"
+    return settings.defaults.effort, "default", "reasoning_effort"
 
 
 def _middle(req: ChatCompletionRequest) -> _Thinking:
+    kwargs = req.chat_template_kwargs or {}
+    # Checked even where thinking / thinking_token_budget win: a malformed control is never ignored.
+    if "enable_thinking" in kwargs and not isinstance(kwargs["enable_thinking"], bool):
+        raise bad_request("enable_thinking must be a boolean", "chat_template_kwargs.enable_thinking")
     t = req.thinking
     if t is not None:
         if t.type == "disabled":
@@ -56,11 +61,8 @@ def _middle(req: ChatCompletionRequest) -> _Thinking:
     if req.thinking_token_budget is not None:
         n = req.thinking_token_budget
         return _Thinking(n > 0, n, "thinking_token_budget", "thinking_token_budget")
-    kwargs = req.chat_template_kwargs or {}
     if "enable_thinking" in kwargs:
         on = kwargs["enable_thinking"]
-        if not isinstance(on, bool):
-            raise bad_request("enable_thinking must be a boolean", "chat_template_kwargs.enable_thinking")
         return _Thinking(on, None, "chat_template_kwargs", "chat_template_kwargs.enable_thinking")
     return _Thinking()
 
@@ -294,6 +296,7 @@ def sampling_for(req: ChatCompletionRequest, plan: Plan, choice: int) -> Samplin
         logprobs=(req.top_logprobs or 0) if req.logprobs else None,
         presence_penalty=req.presence_penalty or 0.0,
         frequency_penalty=req.frequency_penalty or 0.0,
+        ignore_eos=req.ignore_eos,
     )
 
 

@@ -35,13 +35,21 @@ def _messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
     return out
 
 
+# apply_chat_template's own switches: the server sets them, a request cannot.
+_RESERVED = ("tokenize", "add_generation_prompt", "tools", "return_dict", "return_tensors", "continue_final_message",
+             "return_assistant_tokens_mask", "tokenizer_kwargs")
+
+
 def render(req: ChatCompletionRequest, tokenizer: Any, think_open: str, think_close: str,
            native_thinking: bool, template_kwargs: dict[str, Any], thinking: bool = False) -> Prompt:
-    kwargs = {**template_kwargs, **(req.chat_template_kwargs or {})}
+    client = req.chat_template_kwargs or {}
+    if "chat_template" in client:  # a client's own Jinja would run here (vLLM too needs a flag for it)
+        raise bad_request("a chat template of the request's own is not accepted", "chat_template_kwargs.chat_template")
+    kwargs = {**template_kwargs, **client}
     if native_thinking:
         # Qwen3-style templates switch thinking with this flag; the plan decides.
         kwargs["enable_thinking"] = thinking
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("tokenize", "add_generation_prompt", "tools")}
+    kwargs = {k: v for k, v in kwargs.items() if k not in _RESERVED}
     try:
         text = tokenizer.apply_chat_template(
             _messages(req),
@@ -53,6 +61,8 @@ def render(req: ChatCompletionRequest, tokenizer: Any, think_open: str, think_cl
     except Exception as exc:  # a template error is the client's message shape
         raise bad_request(f"messages could not be rendered by the chat template: {exc}", "messages") from exc
     ids = tuple(tokenizer.encode(text, add_special_tokens=False))
+    if not ids:
+        raise bad_request("the messages rendered to an empty prompt", "messages")
     # A template that already opened a thinking block (DeepSeek-R1 style).
     opened = native_thinking and text.rstrip().endswith(think_open)
     prefix = () if opened or native_thinking else tuple(tokenizer.encode(think_open + "\n", add_special_tokens=False))

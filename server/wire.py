@@ -1,30 +1,57 @@
 """Wire models for ``POST /v1/chat/completions``: the OpenAI fields plus the
-reasoning controls clients already use (OpenAI, Anthropic, vLLM, DeepSeek, Qwen).
+reasoning controls clients already use (OpenAI, Anthropic, vLLM, DeepSeek, Qwen),
+the strict JSON reader for request bodies, and the response shapes the OpenAPI
+schema documents.
 
 Pydantic lives only here, at the edge. Unknown top-level fields are ignored,
-as vLLM and the OpenAI API do.
+as vLLM and the OpenAI API do. Types are strict, as the schema says: ``"2"`` is
+not an integer and ``1`` is not a boolean, so what the schema calls invalid is
+a 400, never silently coerced.
 """
 from __future__ import annotations
 
+import json
+import math
+import re
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-_Tokens = Annotated[int, Field(ge=1, le=1_000_000)]
+from strategies import registry
+
+from .errors import APIError
+from .settings import EFFORTS
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integers include 2.0, and so do this server's (not 2.5, "2" or true)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+_INTEGRAL = BeforeValidator(_integral)
+_Tokens = Annotated[int, Field(ge=1, le=1_000_000), _INTEGRAL]
+# Values the planner accepts; documented as enums while the planner keeps its own
+# 400 (with ``param`` and ``code``) for anything else.
+_EFFORT_ENUM = {"enum": list(EFFORTS)}
+_STRATEGY_ENUM = {"enum": list(registry.IMPLEMENTED)}
+_SCORER_ENUM = {"enum": ["confidence", "self_judge"]}
+# Empty stop strings are a 400 (from the server, with its own message).
+_Stop = Annotated[str, Field(json_schema_extra={"minLength": 1})]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     type: str
     text: str | None = None
 
 
 class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -43,62 +70,281 @@ class Message(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     include_usage: bool = False
 
 
 class ReasoningOptions(_Strict):
-    effort: str | None = None
-    strategy: str | None = None
-    max_thinking_tokens: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
-    min_thinking_tokens: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    effort: Annotated[str, Field(json_schema_extra=_EFFORT_ENUM)] | None = None
+    strategy: Annotated[str, Field(json_schema_extra=_STRATEGY_ENUM)] | None = None
+    max_thinking_tokens: Annotated[int, Field(ge=0, le=1_000_000), _INTEGRAL] | None = None
+    min_thinking_tokens: Annotated[int, Field(ge=0, le=1_000_000), _INTEGRAL] | None = None
     budget_tokens: _Tokens | None = None
-    samples: Annotated[int, Field(ge=1, le=64)] | None = None
-    rounds: Annotated[int, Field(ge=0, le=16)] | None = None
-    beam_width: Annotated[int, Field(ge=1, le=16)] | None = None
-    max_steps: Annotated[int, Field(ge=1, le=64)] | None = None
+    samples: Annotated[int, Field(ge=1, le=64), _INTEGRAL] | None = None
+    rounds: Annotated[int, Field(ge=0, le=16), _INTEGRAL] | None = None
+    beam_width: Annotated[int, Field(ge=1, le=16), _INTEGRAL] | None = None
+    max_steps: Annotated[int, Field(ge=1, le=64), _INTEGRAL] | None = None
     dvts: bool | None = None
-    scorer: str | None = None
+    scorer: Annotated[str, Field(json_schema_extra=_SCORER_ENUM)] | None = None
     early_stop: bool | None = None
     stream_candidates: bool | None = None
     exclude: bool | None = None
     # OpenRouter's spelling of a thinking cap.
-    max_tokens: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    max_tokens: Annotated[int, Field(ge=0, le=1_000_000), _INTEGRAL] | None = None
     enabled: bool | None = None
 
 
 class ThinkingOptions(_Strict):
     type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    budget_tokens: Annotated[int, Field(ge=0, le=1_000_000), _INTEGRAL] | None = None
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={
+        # top_logprobs needs logprobs: true (a 400 naming top_logprobs otherwise).
+        "if": {"required": ["top_logprobs"], "properties": {"top_logprobs": {"type": "integer"}}},
+        "then": {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}})
 
     model: str
     messages: Annotated[list[Message], Field(min_length=1, max_length=2048)]
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: Annotated[int, Field(ge=1, le=128)] = 1
+    n: Annotated[int, Field(ge=1, le=128), _INTEGRAL] = 1
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     max_tokens: _Tokens | None = None
     max_completion_tokens: _Tokens | None = None
-    stop: str | Annotated[list[str], Field(max_length=16)] | None = None
-    seed: Annotated[int, Field(ge=-(2**63), le=2**64 - 1)] | None = None
+    stop: _Stop | Annotated[list[_Stop], Field(max_length=16)] | None = None
+    seed: Annotated[int, Field(ge=-(2**63), le=2**64 - 1), _INTEGRAL] | None = None
     logprobs: bool = False
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20), _INTEGRAL] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     user: str | None = None
     tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    # Only "none" and "auto" are supported (a 400 names tool_choice otherwise).
+    tool_choice: Annotated[str | dict[str, Any] | None, Field(
+        json_schema_extra={"anyOf": [{"enum": ["none", "auto"]}, {"type": "null"}]})] = None
     # Reasoning controls, in order of precedence.
     reasoning: ReasoningOptions | None = None
     thinking: ThinkingOptions | None = None
-    thinking_token_budget: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    thinking_token_budget: Annotated[int, Field(ge=0, le=1_000_000), _INTEGRAL] | None = None
     include_reasoning: bool | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
-    reasoning_effort: str | None = None
+    chat_template_kwargs: Annotated[dict[str, Any], Field(json_schema_extra={
+        "properties": {"enable_thinking": {"type": "boolean"}}})] | None = None
+    reasoning_effort: Annotated[str, Field(json_schema_extra=_EFFORT_ENUM)] | None = None
+    # vLLM's extension: keep generating past the end-of-sequence token (benchmarks).
+    ignore_eos: bool = False
     # ponder: this request's deadline in seconds (the server's default applies without it).
     timeout: Annotated[float, Field(gt=0, le=1e9)] | None = None
+
+
+# -- request bodies: strict JSON ----------------------------------------------
+
+_MAX_NUMBER_CHARS = 100
+# A \u escape of a UTF-16 surrogate: the only way a lone surrogate gets into a parsed string.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _invalid(message: str) -> APIError:
+    return APIError(400, message, code="invalid_json")
+
+
+def _number(text: str, parse: type) -> int | float:
+    if len(text) > _MAX_NUMBER_CHARS:
+        raise _invalid(f"a number in the request body has more than {_MAX_NUMBER_CHARS} characters")
+    value = parse(text)
+    if not math.isfinite(value):
+        raise _invalid(f"the number {text} in the request body is out of range")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise _invalid(f"{name} is not valid JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _invalid(f"the request body repeats the key {dup!r} in one object")
+    return obj
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every key and string in a parsed body (without recursion: the body may be deep)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, dict):
+            stack.extend(v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def parse_body(raw: bytes) -> Any:
+    """A request body as JSON (RFC 8259), refusing what Python's json module lets
+    through: NaN / Infinity, numbers that overflow or run to thousands of digits,
+    repeated keys (which value wins differs between parsers), lone surrogates
+    (no tokenizer can encode them) and invalid UTF-8. Every refusal is a 400."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _invalid(f"the request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_object, parse_constant=_constant,
+                           parse_int=lambda t: _number(t, int), parse_float=lambda t: _number(t, float))
+    except json.JSONDecodeError as exc:
+        raise _invalid(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _invalid("the request body's JSON is nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(text) and any(_LONE_SURROGATE.search(s) for s in _strings(value)):
+        raise _invalid("the request body has a string with an unpaired UTF-16 surrogate (\\ud800-\\udfff)")
+    return value
+
+
+# -- responses (documented in the OpenAPI schema) -------------------------------
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(_Out):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(_Out):
+    """Every error, and the one error frame a stream may end with."""
+
+    error: ErrorDetail
+
+
+class PromptTokensDetails(_Out):
+    cached_tokens: Annotated[int, Field(ge=0)]
+
+
+class CompletionTokensDetails(_Out):
+    reasoning_tokens: Annotated[int, Field(ge=0)]
+
+
+class EngineUsage(_Out):
+    """The engine requests a plan made (thinking and answer phases, candidates)."""
+
+    requests: Annotated[int, Field(ge=0)]
+    prompt_tokens: Annotated[int, Field(ge=0)]
+    cached_tokens: Annotated[int, Field(ge=0)]
+
+
+class Usage(_Out):
+    prompt_tokens: Annotated[int, Field(ge=0)]
+    completion_tokens: Annotated[int, Field(ge=0)]
+    total_tokens: Annotated[int, Field(ge=0)]
+    prompt_tokens_details: PromptTokensDetails
+    completion_tokens_details: CompletionTokensDetails
+    engine: EngineUsage
+
+
+class TopLogprob(_Out):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(_Out):
+    content: list[TokenLogprob]
+
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class AssistantMessage(_Out):
+    role: Literal["assistant"]
+    content: str
+    # Both unless ``[server] reasoning_fields`` keeps one; absent when the thinking is excluded.
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+
+class Choice(_Out):
+    index: Annotated[int, Field(ge=0)]
+    message: AssistantMessage
+    logprobs: ChoiceLogprobs | None
+    finish_reason: FinishReason
+    reasoning_trace: dict[str, Any]
+
+
+class ChatCompletion(_Out):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    system_fingerprint: None
+    choices: list[Choice]
+    usage: Usage
+    reasoning_plan: dict[str, Any]
+
+
+class Delta(_Out):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+
+class ChunkChoice(_Out):
+    index: Annotated[int, Field(ge=0)]
+    delta: Delta
+    logprobs: ChoiceLogprobs | None
+    finish_reason: FinishReason | None
+    # On the choice's last chunk.
+    reasoning_trace: dict[str, Any] | None = None
+    # With ``stream_candidates``: which candidate's thinking this is.
+    candidate: Annotated[int, Field(ge=0)] | None = None
+
+
+class ChatCompletionChunk(_Out):
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    system_fingerprint: None
+    choices: list[ChunkChoice]
+    # With ``stream_options.include_usage``: null on every chunk but the last, whose choices are [].
+    usage: Usage | None = None
+    # On the first chunk.
+    reasoning_plan: dict[str, Any] | None = None
+
+
+class ModelCard(_Out):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    root: str
+    parent: None
+    max_model_len: int
+
+
+class ModelList(_Out):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class Readiness(_Out):
+    status: Literal["ready", "unavailable"]
+    reason: str | None = None
+
+
+RESPONSE_MODELS = (ErrorResponse, ChatCompletion, ChatCompletionChunk, ModelList, Readiness)

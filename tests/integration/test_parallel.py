@@ -99,7 +99,7 @@ async def test_disconnect_mid_sampling_aborts_every_engine_request(live, stream:
             task = asyncio.ensure_future(http.post(live.base_url + "/v1/chat/completions", json=body,
                                                    headers=live.headers()))
             await asyncio.sleep(1.5)
-            assert unfinished(live) >= 8
+            assert unfinished(live) >= 6  # the candidates run together (one may already have hit EOS)
             task.cancel()  # the client goes away: httpx closes the connection
             await asyncio.gather(task, return_exceptions=True)
     assert await engine_drains(live)

@@ -1,0 +1,86 @@
+"""What the routes answer, as the OpenAPI schema documents it.
+
+FastAPI's generated schema is made to say what this server does: no 422
+(validation is a 400), the response bodies and SSE events, the served model
+names, this server's limits and which routes need the key. schemathesis fuzzes
+the server against it (tests/integration/test_fuzz.py).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+
+from . import wire
+from .state import AppState
+
+
+def ref(model: type) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+_HEADER = {"schema": {"type": "string"}}
+RID = {"x-request-id": {**_HEADER, "required": True, "description": "echoed when sane, generated otherwise"}}
+_RETRY = {"retry-after": {**_HEADER, "description": "seconds to wait before retrying"}}
+
+
+def error(description: str, retry: bool = False) -> dict[str, Any]:
+    return {"description": description, "headers": {**RID, **(_RETRY if retry else {})},
+            "content": {"application/json": {"schema": ref(wire.ErrorResponse)}}}
+
+
+# One SSE event: a chat.completion.chunk, the error frame that ends a failed stream, or [DONE].
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string", "if": {"const": "[DONE]"}, "else": {
+        "contentMediaType": "application/json",
+        "contentSchema": {"anyOf": [ref(wire.ChatCompletionChunk), ref(wire.ErrorResponse)]}}}},
+}
+CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the completion; with `stream: true` server-sent events, ending with `data: [DONE]`",
+          "headers": {**RID, "x-reasoning-strategy": {**_HEADER, "required": True}},
+          "content": {"application/json": {"schema": ref(wire.ChatCompletion)},
+                      "text/event-stream": {"itemSchema": _SSE_EVENT}}},
+    400: error("invalid request: body, field values, reasoning controls, context length"),
+    401: error("missing or wrong API key"),
+    404: error("unknown model"),
+    413: error("request body over the server's limit"),
+    429: error("the server is at capacity, or the request needs more than it admits", retry=True),
+    503: error("the engine is starting, unavailable or the server is shutting down", retry=True),
+    504: error("the request passed its deadline (`timeout`); its engine work was aborted"),
+}
+GET_ERRORS = {401: error("missing or wrong API key (routes not in `public_paths`)")}
+
+
+def schema(app: FastAPI, state: AppState) -> dict[str, Any]:
+    """FastAPI's schema, made to say what this server does: no 422 (validation is a
+    400), the response bodies, the served model names, this server's limits and keys."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    _, defs = models_json_schema([(m, "serialization") for m in wire.RESPONSE_MODELS],
+                                 ref_template="#/components/schemas/{model}")
+    components.update(defs.get("$defs", {}))
+    request = components["ChatCompletionRequest"]["properties"]
+    limits = state.settings
+    request["model"]["enum"] = list(state.model_names)
+    request["n"]["maximum"] = limits.defaults.max_n
+    request["messages"]["maxItems"] = limits.server.max_messages
+    keyed = bool(limits.server.api_keys)
+    if keyed:
+        schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    for path, item in schema["paths"].items():
+        for op in item.values():
+            op["responses"].pop("422", None)
+            if keyed:
+                op["security"] = [] if path in limits.server.public_paths else [{"bearer": []}]
+    app.openapi_schema = schema
+    return schema
+
+
