@@ -64,6 +64,7 @@ bench: install model
 	$(BIN)/python -m loadtests.bench_engine --runs 5 --max-tokens 128
 	$(BIN)/python -m loadtests.bench_forcing --runs 3
 	$(BIN)/python -m loadtests.bench_parallel --problems 40
+	$(BIN)/python -m loadtests.bench_serve --concurrency 1 4 8 --num-prompts 32
 
 # The long version of the storm test: loadtests/out/soak.md gets the figures.
 soak: install model
