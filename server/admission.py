@@ -40,24 +40,40 @@ def plan_weight(plan: Plan, n: int) -> int:
 
 
 class Ticket:
-    """One admitted request: its weight, its deadline and how it may end early."""
+    """One admitted request: its weight, its deadline and how it may end early.
+
+    One timer per request, not one per event: when it fires while the
+    request's consumer waits in :meth:`guard` for the next event, that task is
+    cancelled and the cancellation becomes ``error()``; when the consumer is
+    elsewhere (writing to the socket), the next wait ends at once.
+    """
 
     def __init__(self, admission: Admission, weight: int, timeout: float | None) -> None:
         self._admission = admission
         self.weight = weight
         self.timeout = timeout
-        loop = asyncio.get_running_loop()
-        self.when = loop.time() + timeout if timeout else math.inf
+        self._loop = asyncio.get_running_loop()
+        self.when = self._loop.time() + timeout if timeout else math.inf
         self.reason = "deadline"
-        self._timer: asyncio.Timeout | None = None
+        self._timer = self._loop.call_at(self.when, self._fire) if timeout else None
+        self._waiter: asyncio.Task | None = None  # the task waiting in guard() now
+        self._fired = False
         self._released = False
 
     def expire(self, reason: str) -> None:
         """End the request now: its pending wait for an event is cancelled."""
         self.reason = reason
-        self.when = asyncio.get_running_loop().time()
-        if self._timer is not None and not self._timer.expired():
-            self._timer.reschedule(self.when)
+        self.when = self._loop.time()
+        self._fire()
+
+    def _fire(self) -> None:
+        self.when = min(self.when, self._loop.time())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._waiter is not None and not self._fired:
+            self._fired = True
+            self._waiter.cancel()
 
     def error(self) -> APIError:
         if self.reason == "shutdown":
@@ -72,16 +88,20 @@ class Ticket:
         it = events.__aiter__()
         try:
             while True:
+                if self.when <= self._loop.time():
+                    raise self.error()
+                self._waiter = asyncio.current_task()
                 try:
-                    async with asyncio.timeout_at(self.when if self.when != math.inf else None) as t:
-                        self._timer = t
-                        item = await it.__anext__()
+                    item = await it.__anext__()
                 except StopAsyncIteration:
                     return
-                except TimeoutError:
-                    raise self.error() from None
+                except asyncio.CancelledError:
+                    # Ours (and nobody else's, e.g. a client gone): the deadline.
+                    if self._fired and self._waiter is not None and self._waiter.uncancel() == 0:
+                        raise self.error() from None
+                    raise
                 finally:
-                    self._timer = None
+                    self._waiter = None
                 yield item
         finally:
             await events.aclose()  # type: ignore[attr-defined]
@@ -89,6 +109,8 @@ class Ticket:
     def release(self) -> None:
         if not self._released:
             self._released = True
+            if self._timer is not None:
+                self._timer.cancel()
             self._admission._release(self)
 
 

@@ -134,7 +134,16 @@ def serve(settings: Settings) -> int:
         watcher.cancel()
         return server.exit_code
 
-    return asyncio.run(run())
+    return _event_loop_runner()(run())
+
+
+def _event_loop_runner():
+    """uvloop when it is installed (as vLLM's own server runs): a cheaper loop on the token path."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
 
 
 def main(argv: list[str] | None = None) -> None:

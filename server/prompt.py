@@ -65,9 +65,20 @@ def render(req: ChatCompletionRequest, tokenizer: Any, think_open: str, think_cl
         raise bad_request("the messages rendered to an empty prompt", "messages")
     # A template that already opened a thinking block (DeepSeek-R1 style).
     opened = native_thinking and text.rstrip().endswith(think_open)
-    prefix = () if opened or native_thinking else tuple(tokenizer.encode(think_open + "\n", add_special_tokens=False))
-    suffix = tuple(tokenizer.encode("\n" + think_close + "\n\n", add_special_tokens=False))
-    return Prompt(ids, prefix, suffix)
+    open_ids, suffix = _delimiters(tokenizer, think_open, think_close)
+    return Prompt(ids, () if opened or native_thinking else open_ids, suffix)
+
+
+_DELIMITERS: dict[tuple[int, str, str], tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+
+def _delimiters(tokenizer: Any, think_open: str, think_close: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Token ids of the opening and closing of a thinking block, encoded once per tokenizer."""
+    key = (id(tokenizer), think_open, think_close)
+    if key not in _DELIMITERS:
+        _DELIMITERS[key] = (tuple(tokenizer.encode(think_open + "\n", add_special_tokens=False)),
+                            tuple(tokenizer.encode("\n" + think_close + "\n\n", add_special_tokens=False)))
+    return _DELIMITERS[key]
 
 
 def followup_renderer(tokenizer: Any, template_kwargs: dict[str, Any]):

@@ -107,3 +107,36 @@ async def test_no_deadline_passes_everything_through() -> None:
     closed: list[str] = []
     assert [i async for i in ticket.guard(_slow(closed, n=5, every=0))] == [0, 1, 2, 3, 4]
     assert closed == ["closed"]
+
+
+@pytest.mark.asyncio
+async def test_deadline_passed_while_the_consumer_was_busy_ends_at_the_next_wait() -> None:
+    adm = Admission(limit=0)
+    ticket = adm.admit(1, 0.1)
+    closed: list[str] = []
+    seen = []
+    with pytest.raises(APIError) as info:
+        async for item in ticket.guard(_slow(closed, every=0)):
+            seen.append(item)
+            await asyncio.sleep(0.15)  # writing to a slow client, outside the guard
+    assert info.value.code == "deadline_exceeded" and seen == [0] and closed == ["closed"]
+    ticket.release()
+    assert adm.in_use == 0
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_that_is_not_the_deadline_stays_a_cancel() -> None:
+    ticket = Admission(limit=0).admit(1, 30)
+    closed: list[str] = []
+
+    async def consume():
+        async for _ in ticket.guard(_slow(closed, n=1, every=30)):
+            pass
+
+    task = asyncio.ensure_future(consume())
+    await asyncio.sleep(0.05)
+    task.cancel()  # the client went away
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closed == ["closed"]
+    ticket.release()
