@@ -82,18 +82,23 @@ async def test_deadline_closes_the_stream_and_raises_504() -> None:
     assert closed == ["closed"]  # the strategy's generators were closed (engine requests aborted)
 
 
-@pytest.mark.asyncio
-async def test_expire_interrupts_a_silent_wait() -> None:
-    adm = Admission(limit=0)
-    ticket = adm.admit(1, None)
-    closed: list[str] = []
-
+async def _waiting_in_guard(ticket, closed: list[str]) -> asyncio.Task:
+    """A consumer task that is waiting in ``guard`` for an event that takes 30 s."""
     async def consume():
         async for _ in ticket.guard(_slow(closed, n=1, every=30)):
             pass
 
     task = asyncio.ensure_future(consume())
     await asyncio.sleep(0.05)
+    return task
+
+
+@pytest.mark.asyncio
+async def test_expire_interrupts_a_silent_wait() -> None:
+    adm = Admission(limit=0)
+    ticket = adm.admit(1, None)
+    closed: list[str] = []
+    task = await _waiting_in_guard(ticket, closed)
     assert adm.expire_all("shutdown") == 1
     with pytest.raises(APIError) as info:
         await asyncio.wait_for(task, 1.0)
@@ -128,13 +133,7 @@ async def test_deadline_passed_while_the_consumer_was_busy_ends_at_the_next_wait
 async def test_a_cancel_that_is_not_the_deadline_stays_a_cancel() -> None:
     ticket = Admission(limit=0).admit(1, 30)
     closed: list[str] = []
-
-    async def consume():
-        async for _ in ticket.guard(_slow(closed, n=1, every=30)):
-            pass
-
-    task = asyncio.ensure_future(consume())
-    await asyncio.sleep(0.05)
+    task = await _waiting_in_guard(ticket, closed)
     task.cancel()  # the client went away
     with pytest.raises(asyncio.CancelledError):
         await task
