@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -124,10 +125,40 @@ def _routes(state: AppState) -> APIRouter:
     return router
 
 
+async def _in_daemon_thread(build: Callable[[], Any]) -> Any:
+    """``build()`` in a daemon thread: a SIGTERM during the ~60 s engine start ends
+    the process at once instead of waiting for the start (``asyncio.to_thread``'s
+    pool threads are joined at exit). An engine finished after nobody waits for it
+    is shut down."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future = loop.create_future()
+
+    def deliver(ok: bool, value: Any) -> None:
+        if done.done():  # cancelled: the server is stopping
+            if ok and hasattr(value, "shutdown"):
+                value.shutdown()
+            return
+        (done.set_result if ok else done.set_exception)(value)
+
+    def work() -> None:
+        try:
+            result: tuple[bool, Any] = (True, build())
+        except BaseException as exc:
+            result = (False, exc)
+        try:
+            loop.call_soon_threadsafe(deliver, *result)
+        except RuntimeError:  # the loop is closed: the process is exiting
+            if result[0] and hasattr(result[1], "shutdown"):
+                result[1].shutdown()
+
+    threading.Thread(target=work, name="engine-start", daemon=True).start()
+    return await done
+
+
 async def _start(state: AppState, start_engine: Callable[[], Any]) -> None:
     t0 = time.perf_counter()
     try:
-        state.engine = await asyncio.to_thread(start_engine)
+        state.engine = await _in_daemon_thread(start_engine)
     except Exception as exc:  # reported by /ready; the CLI exits on it
         state.startup_error = f"{type(exc).__name__}: {exc}"
         log.exception("engine failed to start")

@@ -5,7 +5,9 @@ load balancer stops sending, new requests get 503 ``server_shutting_down``
 with ``Retry-After``, and running requests get ``drain_timeout`` seconds to
 finish. Those still running then end with one 503 error (an error frame on a
 stream) and their engine requests are aborted; only then does uvicorn close
-the connections and the engine shut down. Exit status 0.
+the connections and the engine shut down. Exit status 0. During the engine's
+start (which runs in a daemon thread, see ``app._in_daemon_thread``) there is
+nothing to drain and the process exits at once.
 
 If the engine process dies, vLLM fails every running request (they end with
 a 503 or an error frame) and ``/ready`` turns 503. The server does not try to

@@ -1,18 +1,22 @@
 """A server of its own with a small admission limit, CORS and a short drain:
-429s before any byte, CORS as configured, then SIGTERM's drain (last test)."""
+429s before any byte, CORS as configured, then SIGTERM's drain; and a SIGTERM
+that comes while the engine is still starting."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import openai
+import psutil
 import pytest
 
-from .conftest import Live, start_server, stop_server
+from .conftest import ROOT, Live, _free_port, start_server, stop_server
 from .sse import post_stream
 
 pytestmark = pytest.mark.integration
@@ -138,3 +142,27 @@ async def test_sigterm_drains_then_aborts_then_exits_cleanly(ops) -> None:
     assert DRAIN - 0.5 < ended < DRAIN + 3, ended
     code = await asyncio.to_thread(proc.wait, 60)
     assert code == 0
+
+
+def test_sigterm_while_the_engine_starts_exits_promptly_and_leaves_nothing(tmp_path) -> None:
+    log_path = tmp_path / "ponder.log"
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(_free_port())]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        children: list[psutil.Process] = []
+        while time.monotonic() < deadline and not children:  # the engine process is being built
+            children = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                        if "EngineCore" in c.name() + " ".join(c.cmdline())]
+            time.sleep(0.2)
+        assert children, log_path.read_text(errors="replace")[-2000:]
+        t0 = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert time.perf_counter() - t0 < 20  # not the ~60 s an engine start takes
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, alive
+    finally:
+        stop_server(proc)
