@@ -121,7 +121,6 @@ class Admission:
         self.limit = limit  # 0: no limit
         self.retry_after = retry_after
         self.in_use = 0
-        self.rejected = 0
         self.draining = False
         self.tickets: set[Ticket] = set()
 
@@ -130,12 +129,10 @@ class Admission:
             raise APIError(503, "the server is shutting down; retry on another instance",
                            code="server_shutting_down", headers={"retry-after": str(self.retry_after)})
         if self.limit and weight > self.limit:
-            self.rejected += 1
             raise APIError(429, f"this request needs {weight} concurrent sequences (n x samples); the server "
                            f"admits at most {self.limit}. Lower n or the samples.",
                            code="request_too_large", headers={"x-should-retry": "false"})
         if self.limit and self.in_use + weight > self.limit:
-            self.rejected += 1
             raise APIError(429, f"the server is at capacity ({self.in_use} of {self.limit} concurrent "
                            "sequences in use); retry after the time in Retry-After",
                            code="server_overloaded",

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
 from . import errors, openapi, wire
+from .body import parse_body
 from .chat import chat_completions
 from .middleware import RequestContext
 from .state import AppState
@@ -62,12 +63,12 @@ def create_app(state: AppState, start_engine: Callable[[], Any] | None = None) -
 class _StrictJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = wire.parse_body(await self.body())
+            self._json = parse_body(await self.body())
         return self._json
 
 
 class _StrictJSONRoute(APIRoute):
-    """Bodies are read by :func:`wire.parse_body` (FastAPI turns its APIError into a 400)."""
+    """Bodies are read by :func:`server.body.parse_body` (FastAPI turns its APIError into a 400)."""
 
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()

@@ -75,18 +75,6 @@ def _rid(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
-def _parse_failure(exc: StarletteHTTPException) -> str | None:
-    """Say why FastAPI could not parse a body (it only says that it could not)."""
-    cause = exc.__cause__
-    if isinstance(cause, UnicodeDecodeError):
-        return "the request body is not valid UTF-8"
-    if isinstance(cause, RecursionError):
-        return "the request body's JSON is nested too deeply"
-    if isinstance(cause, ValueError) and "digits" in str(cause):
-        return "a number in the request body has too many digits"
-    return None
-
-
 def _body_problem(error: dict[str, Any], content_type: str | None) -> str | None:
     """Say what is wrong with a body FastAPI could not use as an object at all."""
     if error.get("type") == "missing":
@@ -112,18 +100,16 @@ def install(app: FastAPI) -> None:
         loc = tuple(first.get("loc", ()))
         param = _loc_to_param(loc)
         msg = first.get("msg", "invalid request")
-        if first.get("type") == "json_invalid":
-            msg, param = "request body is not valid JSON", None
-        elif param is None:  # the body as a whole
+        if param is None:  # the body as a whole
             msg = _body_problem(first, request.headers.get("content-type")) or msg
         text = f"{param}: {msg}" if param else msg
         return error_response(bad_request(text, param), _rid(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if isinstance(exc.__cause__, APIError):  # raised while FastAPI read the body (wire.parse_body)
+        if isinstance(exc.__cause__, APIError):  # raised while FastAPI read the body (body.parse_body)
             return error_response(exc.__cause__, _rid(request))
-        err = APIError(exc.status_code, _parse_failure(exc) or str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
+        err = APIError(exc.status_code, str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
         return error_response(err, _rid(request))
 
     @app.exception_handler(Exception)

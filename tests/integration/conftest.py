@@ -7,17 +7,16 @@ chunks (the path on which seeded requests used to kill the CPU engine).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
+
+from loadtests.common import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "test-key-0123456789"
@@ -41,29 +40,9 @@ class Live:
         return {"Authorization": f"Bearer {self.api_key}"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ponder serve exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}")
-        try:
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"ponder serve not ready in {START_TIMEOUT}s:\n{log_path.read_text()[-4000:]}")
-
-
 def start_server(log_path: Path, *extra: str) -> tuple[subprocess.Popen, Live]:
     """``ponder serve`` as a user starts it, with the test key; returns once /ready says 200."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--api-key", API_KEY,
            "--max-model-len", "2048", *extra]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
@@ -71,7 +50,7 @@ def start_server(log_path: Path, *extra: str) -> tuple[subprocess.Popen, Live]:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, proc, log_path)
+        wait_ready(proc, base, log_path, START_TIMEOUT, poll_s=0.5)
     except BaseException:
         stop_server(proc)
         raise

@@ -8,6 +8,8 @@ import time
 import httpx
 import openai
 
+from .sse import Stream, post_stream
+
 
 def unfinished(live) -> float:
     """Engine requests not finished (running or waiting), from /metrics."""
@@ -39,3 +41,17 @@ async def batch(live, bodies: list[dict]) -> list:
     """Chat completions for ``bodies`` at once, through the official async SDK."""
     async with openai.AsyncOpenAI(base_url=live.v1, api_key=live.api_key, max_retries=0, timeout=600) as c:
         return await asyncio.gather(*(c.chat.completions.create(model=live.model, **b) for b in bodies))
+
+
+def plain_and_streamed(live, body: dict) -> tuple[dict, Stream]:
+    """The same request once plain and once streamed (with usage); checks that the
+    stream's answer, thinking and completion tokens equal the plain response's."""
+    full = httpx.post(live.base_url + "/v1/chat/completions", json=body, headers=live.headers(),
+                      timeout=300).json()
+    s = post_stream(live.base_url, {**body, "stream": True, "stream_options": {"include_usage": True}},
+                    live.headers())
+    msg, joined = full["choices"][0]["message"], s.joined(1)[0]
+    assert joined["content"] == msg["content"]
+    assert joined["reasoning_content"] == (msg["reasoning_content"] or "")
+    assert s.chunks[-1]["usage"]["completion_tokens"] == full["usage"]["completion_tokens"]
+    return full, s

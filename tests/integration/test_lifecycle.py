@@ -16,7 +16,9 @@ import openai
 import psutil
 import pytest
 
-from .conftest import ROOT, Live, _free_port, start_server, stop_server
+from loadtests.common import free_port
+
+from .conftest import ROOT, Live, start_server, stop_server
 from .sse import post_stream
 
 pytestmark = pytest.mark.integration
@@ -146,7 +148,7 @@ async def test_sigterm_drains_then_aborts_then_exits_cleanly(ops) -> None:
 
 def test_sigterm_while_the_engine_starts_exits_promptly_and_leaves_nothing(tmp_path) -> None:
     log_path = tmp_path / "ponder.log"
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(_free_port())]
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(free_port())]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from .helpers import engine_drains, stream_then_drop, unfinished
+from .helpers import engine_drains, plain_and_streamed, stream_then_drop, unfinished
 from .sse import post_stream
 
 pytestmark = pytest.mark.integration
@@ -63,14 +63,7 @@ def test_early_stopping_saves_tokens_when_candidates_agree(client: openai.OpenAI
 def test_stream_equals_non_stream_and_usage_is_the_trace_sum(live, reasoning) -> None:
     body = {"model": live.model, "messages": EASY, "max_tokens": 40, "temperature": 0.9, "seed": 3,
             "reasoning": reasoning}
-    full = httpx.post(live.base_url + "/v1/chat/completions", json=body, headers=live.headers(),
-                      timeout=300).json()
-    s = post_stream(live.base_url, {**body, "stream": True, "stream_options": {"include_usage": True}},
-                    live.headers())
-    msg, joined = full["choices"][0]["message"], s.joined(1)[0]
-    assert joined["content"] == msg["content"]
-    assert joined["reasoning_content"] == (msg["reasoning_content"] or "")
-    assert s.chunks[-1]["usage"]["completion_tokens"] == full["usage"]["completion_tokens"]
+    full, s = plain_and_streamed(live, body)
     assert any(c.startswith(": progress") for c in s.comments)
     trace = full["choices"][0]["reasoning_trace"]
     judged = len(trace["candidates"]) if reasoning.get("scorer") == "self_judge" else 0

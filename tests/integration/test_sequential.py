@@ -1,12 +1,10 @@
 """Sequential and search strategies on the real engine: revision, beam_search, auto."""
 from __future__ import annotations
 
-import httpx
 import openai
 import pytest
 
-from .helpers import batch, engine_drains, stream_then_drop
-from .sse import post_stream
+from .helpers import batch, engine_drains, plain_and_streamed, stream_then_drop
 
 pytestmark = pytest.mark.integration
 
@@ -47,14 +45,7 @@ async def test_strategy_runs_within_budget(live, reasoning) -> None:
 def test_stream_equals_non_stream(live, reasoning) -> None:
     body = {"model": live.model, "messages": _msgs(HARD[0]), "max_tokens": 64, "temperature": 0.8, "seed": 9,
             "reasoning": {**reasoning, "budget_tokens": 600}}
-    full = httpx.post(live.base_url + "/v1/chat/completions", json=body, headers=live.headers(),
-                      timeout=300).json()
-    s = post_stream(live.base_url, {**body, "stream": True, "stream_options": {"include_usage": True}},
-                    live.headers())
-    msg, joined = full["choices"][0]["message"], s.joined(1)[0]
-    assert joined["content"] == msg["content"]
-    assert joined["reasoning_content"] == (msg["reasoning_content"] or "")
-    assert s.chunks[-1]["usage"]["completion_tokens"] == full["usage"]["completion_tokens"]
+    full, s = plain_and_streamed(live, body)
     assert s.finish_reasons()[0] == [full["choices"][0]["finish_reason"]]
 
 

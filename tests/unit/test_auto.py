@@ -79,13 +79,19 @@ CASES: dict[str, Case] = {
 ANSWERS = {"easy": SAYS["easy"], "medium": SAYS["medium"], "hard": SAYS["draft"]}
 
 
+async def _run_split(case):
+    """Run ``case``; its engine calls split into the probe's and the chosen plan's."""
+    engine, events, usage = await run(case.plan, case.probes)
+    k = case.plan.probe_samples
+    return engine, events, usage, engine.calls[:k], engine.calls[k:]
+
+
 @pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
 @pytest.mark.asyncio
 async def test_probe_picks_the_plan(case: Case) -> None:
     plan = case.plan
-    engine, events, usage = await run(plan, case.probes)
+    engine, events, usage, probes, chosen = await _run_split(case)
     k = plan.probe_samples
-    probes, chosen = engine.calls[:k], engine.calls[k:]
     # -- the probe: probe_samples short answers at once, no thinking ------------
     assert sorted(c.request_id for c in probes) == [f"{RID}-probe-c0s{i}-answer" for i in range(k)]
     assert all(c.prompt_ids == P and c.sampling.max_tokens == plan.probe_tokens for c in probes)
@@ -152,9 +158,8 @@ BUDGETS: dict[str, Budget] = {
 @pytest.mark.asyncio
 async def test_budget_left_after_the_probe_is_passed_on(case: Budget) -> None:
     plan = case.plan
-    engine, events, usage = await run(plan, case.probes)
+    engine, events, usage, probes, chosen = await _run_split(case)
     k = plan.probe_samples
-    probes, chosen = engine.calls[:k], engine.calls[k:]
     assert all("-probe-" in c.request_id for c in probes) and not any("-probe-" in c.request_id for c in chosen)
     assert [c.sampling.max_tokens for c in probes] == [case.probe_room] * k
     assert [c.sampling.max_tokens for c in chosen] == case.chosen_room
