@@ -17,6 +17,18 @@ def unfinished(live) -> float:
     return float(re.search(r"^ponder_engine_unfinished_requests (\S+)$", text, re.M).group(1))
 
 
+async def seen_running(live, at_least: int, within: float = 5.0) -> bool:
+    """Whether ``at_least`` engine requests are unfinished at some moment within
+    ``within`` seconds. Polled, because a stepwise strategy's count moves: the
+    expansions of a beam-search step end one by one before the next step starts."""
+    deadline = time.monotonic() + within
+    while unfinished(live) < at_least:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
 async def stream_then_drop(live, body: dict, at_least: int) -> None:
     """Start a streamed request, check ``at_least`` engine requests run, then go away."""
     async with httpx.AsyncClient(timeout=60) as http:
@@ -26,8 +38,7 @@ async def stream_then_drop(live, body: dict, at_least: int) -> None:
             lines = r.aiter_lines()  # kept open: leaving an `async for` would close it
             while not (await lines.__anext__()).startswith("data: "):
                 pass  # until the role chunk: the strategy has started
-            await asyncio.sleep(1.0)
-            assert unfinished(live) >= at_least
+            assert await seen_running(live, at_least)
 
 
 async def engine_drains(live, within: float = 5.0) -> bool:

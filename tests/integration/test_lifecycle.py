@@ -83,7 +83,10 @@ async def test_the_sdk_retries_after_retry_after_and_gets_through(ops) -> None:
     async with httpx.AsyncClient(timeout=300) as http:
         hog = asyncio.ensure_future(http.post(live.base_url + "/v1/chat/completions", json=heavy,
                                               headers=live.headers()))
-        await asyncio.sleep(1.0)  # the whole limit is in use
+        deadline = time.monotonic() + 30
+        while _metric(live, "ponder_admission_sequences_in_use") < LIMIT:  # until the hog holds the limit
+            assert time.monotonic() < deadline and not hog.done()
+            await asyncio.sleep(0.02)
         async with openai.AsyncOpenAI(base_url=live.v1, api_key=live.api_key, max_retries=6, timeout=300) as c:
             r = await c.chat.completions.with_raw_response.create(
                 model=live.model, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8)

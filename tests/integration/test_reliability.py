@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from .helpers import unfinished
+from .helpers import seen_running, stream_then_drop, unfinished
 from .sse import post_stream
 
 pytestmark = pytest.mark.integration
@@ -45,16 +45,9 @@ async def _seconds_until_drained(live, limit: float = 5.0) -> float:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("reasoning", SILENT, ids=lambda r: r["strategy"])
 async def test_stream_disconnect_in_a_silent_phase_aborts_within_a_second(live, reasoning) -> None:
-    async with httpx.AsyncClient(timeout=60) as http:
-        async with http.stream("POST", live.base_url + "/v1/chat/completions",
-                               json=_body(live, reasoning, stream=True), headers=live.headers()) as r:
-            assert r.status_code == 200
-            lines = r.aiter_lines()
-            while not (await lines.__anext__()).startswith("data: "):
-                pass  # the role chunk: the strategy is sampling, nothing else is sent yet
-            await asyncio.sleep(1.0)
-            assert unfinished(live) >= 2
-    # Leaving the block closed the connection while the server had nothing to write.
+    # After the role chunk the strategy samples and sends nothing else; the helper
+    # leaves while at least 2 engine requests run, so the server has nothing to write.
+    await stream_then_drop(live, _body(live, reasoning, stream=True), at_least=2)
     assert await _seconds_until_drained(live) <= 1.0
 
 
@@ -64,8 +57,7 @@ async def test_plain_request_disconnect_aborts_within_a_second(live, reasoning) 
     async with httpx.AsyncClient(timeout=60) as http:
         task = asyncio.ensure_future(http.post(live.base_url + "/v1/chat/completions",
                                                json=_body(live, reasoning), headers=live.headers()))
-        await asyncio.sleep(1.5)
-        assert unfinished(live) >= 2 and not task.done()
+        assert await seen_running(live, 2) and not task.done()
         task.cancel()  # closes the connection
         await asyncio.gather(task, return_exceptions=True)
     assert await _seconds_until_drained(live) <= 1.0
