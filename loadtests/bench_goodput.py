@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
                             "mix": MIX, "rates": args.rates, "duration_s": args.duration, "seed": args.seed}
     t0 = time.perf_counter()
     print("starting ponder serve", flush=True)
-    with ponder_server(args.out / "bench_goodput_serve.log", *flags, api_key=KEY) as (base, start_s):
+    with ponder_server(args.out / "bench_goodput_serve.log", *flags, api_key=KEY) as (base, start_s, _):
         print(f"  ready in {start_s:.0f} s", flush=True)
         meta["start_s"] = start_s
         runs = asyncio.run(bench(base, args))

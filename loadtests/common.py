@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 
 def free_port() -> int:
@@ -78,10 +79,16 @@ def wait_ready(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: floa
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class Served(NamedTuple):
+    base: str  # http://127.0.0.1:PORT
+    start_s: float  # seconds from spawn to ready
+    pid: int  # the API process (its children include the EngineCore)
+
+
 @contextmanager
 def ponder_server(log_path: Path, *flags: str, api_key: str | None = None,
-                  ready_timeout_s: float = 900.0) -> Iterator[tuple[str, float]]:
-    """``ponder serve`` on a free loopback port; yields (base URL, seconds from spawn to ready).
+                  ready_timeout_s: float = 900.0) -> Iterator[Served]:
+    """``ponder serve`` on a free loopback port; yields its base URL, start time and pid.
 
     The server gets its own session (``start_new_session=True``) and leaves with
     its whole process group (``stop_group``), EngineCore child included, also
@@ -101,7 +108,7 @@ def ponder_server(log_path: Path, *flags: str, api_key: str | None = None,
                                 start_new_session=True)
     try:
         wait_ready(proc, base, log_path, ready_timeout_s, poll_s=0.5)
-        yield base, time.perf_counter() - t0
+        yield Served(base, time.perf_counter() - t0, proc.pid)
     finally:
         stop_group(proc)
 

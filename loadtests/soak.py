@@ -1,7 +1,7 @@
 """``make soak``: the long storm. Rounds of streamed requests of mixed strategies,
 clients leaving at random moments, past a small admission limit so 429s happen
-too (a refused client waits its Retry-After and retries, as the SDK does); after every round the engine must hold nothing within 5 s. Prints, per
-round: requests, completed, dropped, 429s, given up, failed, drain time, and the
+too (a refused client waits its Retry-After and retries, as the SDK does);
+after every round the engine must hold nothing within 5 s. Prints, per round: requests, completed, dropped, 429s, given up, failed, drain time, and the
 memory of the API process and of the engine process.
 
     python -m loadtests.soak [--rounds 5] [--requests 400] [--concurrency 64] [--limit 48]
@@ -12,15 +12,13 @@ import argparse
 import asyncio
 import gc
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import psutil
 
-from .common import free_port, stop, wait_ready
+from .common import ponder_server
 from .storm import storm, until_idle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,20 +75,10 @@ def main() -> None:
     p.add_argument("--retries", type=int, default=30, help="429 retries per client (after Retry-After)")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_path = OUT / "soak-server.log"
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--api-key", KEY,
-           "--set", f"server.max_concurrent_sequences={args.limit}"]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
-    try:
-        wait_ready(server, base, log_path)
-        rows = asyncio.run(_soak(base, server.pid, args))
-    finally:
-        stop(server)
+    with ponder_server(OUT / "soak-server.log", "--set", f"server.max_concurrent_sequences={args.limit}",
+                       api_key=KEY) as (base, _, pid):
+        rows = asyncio.run(_soak(base, pid, args))
     table = _table(rows)
     summary = (f"soak: {args.rounds} rounds x {args.requests} streamed requests, concurrency {args.concurrency}, "
                f"admission limit {args.limit} sequences, {args.leave:.0%} of clients leave early; "
