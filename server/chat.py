@@ -25,7 +25,7 @@ from .admission import Ticket, plan_weight
 from .encode import DONE, ChunkEncoder, ResponseFold, ResponseMeta
 from .errors import APIError, bad_request, error_body
 from .planner import plan_request, sampling_for
-from .prompt import Prompt, render
+from .prompt import Prompt
 from .state import AppState
 from .wire import ChatCompletionRequest
 
@@ -98,9 +98,7 @@ async def chat_completions(request: Request, req: ChatCompletionRequest, state: 
 async def _serve(request: Request, req: ChatCompletionRequest, plan: Plan, engine, ticket: Ticket,
                  state: AppState) -> Response:
     rid: str = request.state.request_id
-    cfg = state.settings.model
-    prompt = render(req, engine.tokenizer, cfg.think_open, cfg.think_close, cfg.native_thinking,
-                    cfg.chat_template_kwargs, plan.thinking)
+    prompt = state.renderer.render(req, plan.thinking)
     plan = _fit_context(req, plan, prompt, engine.info.max_model_len)
 
     def make_ctx(i: int) -> RunContext:

@@ -40,45 +40,52 @@ _RESERVED = ("tokenize", "add_generation_prompt", "tools", "return_dict", "retur
              "return_assistant_tokens_mask", "tokenizer_kwargs")
 
 
-def render(req: ChatCompletionRequest, tokenizer: Any, think_open: str, think_close: str,
-           native_thinking: bool, template_kwargs: dict[str, Any], thinking: bool = False) -> Prompt:
-    client = req.chat_template_kwargs or {}
-    if "chat_template" in client:  # a client's own Jinja would run here (vLLM too needs a flag for it)
-        raise bad_request("a chat template of the request's own is not accepted", "chat_template_kwargs.chat_template")
-    kwargs = {**template_kwargs, **client}
-    if native_thinking:
-        # Qwen3-style templates switch thinking with this flag; the plan decides.
-        kwargs["enable_thinking"] = thinking
-    kwargs = {k: v for k, v in kwargs.items() if k not in _RESERVED}
-    try:
-        text = tokenizer.apply_chat_template(
-            _messages(req),
-            tools=req.tools,
-            tokenize=False,
-            add_generation_prompt=True,
-            **kwargs,
-        )
-    except Exception as exc:  # a template error is the client's message shape
-        raise bad_request(f"messages could not be rendered by the chat template: {exc}", "messages") from exc
-    ids = tuple(tokenizer.encode(text, add_special_tokens=False))
-    if not ids:
-        raise bad_request("the messages rendered to an empty prompt", "messages")
-    # A template that already opened a thinking block (DeepSeek-R1 style).
-    opened = native_thinking and text.rstrip().endswith(think_open)
-    open_ids, suffix = _delimiters(tokenizer, think_open, think_close)
-    return Prompt(ids, () if opened or native_thinking else open_ids, suffix)
+@dataclass(frozen=True, eq=False)
+class Renderer:
+    """The model's chat template and thinking delimiters, set up once when the
+    engine's tokenizer is known; ``render`` is then the only per-request work."""
+    tokenizer: Any
+    native_thinking: bool
+    think_open: str
+    template_kwargs: dict[str, Any]
+    open_ids: tuple[int, ...]  # "<think>\n", for a model that does not think natively
+    suffix_ids: tuple[int, ...]  # "\n</think>\n\n": what closes a block the server ends
 
+    @classmethod
+    def build(cls, tokenizer: Any, think_open: str, think_close: str, native_thinking: bool,
+              template_kwargs: dict[str, Any]) -> Renderer:
+        def encode(text: str) -> tuple[int, ...]:
+            return tuple(tokenizer.encode(text, add_special_tokens=False))
 
-_DELIMITERS: dict[tuple[int, str, str], tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        return cls(tokenizer, native_thinking, think_open, dict(template_kwargs),
+                   encode(think_open + "\n"), encode("\n" + think_close + "\n\n"))
 
-
-def _delimiters(tokenizer: Any, think_open: str, think_close: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Token ids of the opening and closing of a thinking block, encoded once per tokenizer."""
-    key = (id(tokenizer), think_open, think_close)
-    if key not in _DELIMITERS:
-        _DELIMITERS[key] = (tuple(tokenizer.encode(think_open + "\n", add_special_tokens=False)),
-                            tuple(tokenizer.encode("\n" + think_close + "\n\n", add_special_tokens=False)))
-    return _DELIMITERS[key]
+    def render(self, req: ChatCompletionRequest, thinking: bool = False) -> Prompt:
+        client = req.chat_template_kwargs or {}
+        if "chat_template" in client:  # a client's own Jinja would run here (vLLM too needs a flag for it)
+            raise bad_request("a chat template of the request's own is not accepted",
+                              "chat_template_kwargs.chat_template")
+        kwargs = {**self.template_kwargs, **client}
+        if self.native_thinking:
+            # Qwen3-style templates switch thinking with this flag; the plan decides.
+            kwargs["enable_thinking"] = thinking
+        kwargs = {k: v for k, v in kwargs.items() if k not in _RESERVED}
+        try:
+            text = self.tokenizer.apply_chat_template(
+                _messages(req),
+                tools=req.tools,
+                tokenize=False,
+                add_generation_prompt=True,
+                **kwargs,
+            )
+        except Exception as exc:  # a template error is the client's message shape
+            raise bad_request(f"messages could not be rendered by the chat template: {exc}", "messages") from exc
+        ids = tuple(self.tokenizer.encode(text, add_special_tokens=False))
+        if not ids:
+            raise bad_request("the messages rendered to an empty prompt", "messages")
+        # A template that already opened a thinking block (DeepSeek-R1 style).
+        opened = self.native_thinking and text.rstrip().endswith(self.think_open)
+        return Prompt(ids, () if opened or self.native_thinking else self.open_ids, self.suffix_ids)
 
 
 def followup_renderer(tokenizer: Any, template_kwargs: dict[str, Any]):

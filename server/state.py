@@ -25,7 +25,9 @@ class AppState:
     engine: Any = None  # strategies.engine.Engine once started
     started_at: float = 0.0
     startup_error: str | None = None
-    # question -> follow-up turn ids, set once the engine's tokenizer is known
+    # Set once the engine's tokenizer is known: the prompt renderer (server.prompt.Renderer)
+    # and question -> follow-up turn ids.
+    renderer: Any = None
     followup: Any = None
     admission: Admission = field(init=False)
 
