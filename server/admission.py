@@ -14,6 +14,9 @@ shutdown runs out) the wait for the next event is cancelled, which closes
 the strategy's generators and so aborts every engine request it started, and
 the client gets one documented error (504 ``deadline_exceeded`` or 503
 ``server_shutting_down``).
+
+Tickets are numbered in admission order, and :func:`engine_priority` turns
+that number into the priority of every engine request the request starts.
 """
 from __future__ import annotations
 
@@ -39,6 +42,26 @@ def plan_weight(plan: Plan, n: int) -> int:
     return n * per_choice
 
 
+_ORDER_BITS = 32  # admissions numbered modulo 2**32; client priorities above them
+
+
+def engine_priority(client_priority: int, seq: int) -> int:
+    """The engine priority (lower runs first) of every engine request of the
+    ``seq``-th admitted request.
+
+    vLLM queues each engine request on its own, first come first served. A
+    multi-phase strategy (a forced continuation, a revision round, the next
+    beam step, a judge) starts a new engine request per phase, so under load
+    each phase waits behind every request that arrived meanwhile, and the
+    requests that started first finish last. Ordered by admission instead,
+    the work of an earlier request goes first, and a request that was admitted
+    is finished before later ones take the engine over: first come first served
+    at the level of the client's request. vLLM's ``priority`` from the client
+    (lower first, as in vLLM's server) outranks that order.
+    """
+    return (client_priority << _ORDER_BITS) + seq % (1 << _ORDER_BITS)
+
+
 class Ticket:
     """One admitted request: its weight, its deadline and how it may end early.
 
@@ -48,8 +71,9 @@ class Ticket:
     elsewhere (writing to the socket), the next wait ends at once.
     """
 
-    def __init__(self, admission: Admission, weight: int, timeout: float | None) -> None:
+    def __init__(self, admission: Admission, weight: int, timeout: float | None, seq: int = 0) -> None:
         self._admission = admission
+        self.seq = seq  # admission order
         self.weight = weight
         self.timeout = timeout
         self._loop = asyncio.get_running_loop()
@@ -123,6 +147,7 @@ class Admission:
         self.in_use = 0
         self.draining = False
         self.tickets: set[Ticket] = set()
+        self.admitted = 0  # requests admitted so far: the next ticket's number
 
     def admit(self, weight: int, timeout: float | None) -> Ticket:
         if self.draining:
@@ -137,7 +162,8 @@ class Admission:
                            "sequences in use); retry after the time in Retry-After",
                            code="server_overloaded",
                            headers={"retry-after": str(self.retry_after), "x-should-retry": "true"})
-        ticket = Ticket(self, weight, timeout)
+        self.admitted += 1
+        ticket = Ticket(self, weight, timeout, self.admitted)
         self.in_use += weight
         self.tickets.add(ticket)
         return ticket

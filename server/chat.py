@@ -21,7 +21,7 @@ from strategies.ledger import Ledger, Usage
 from strategies.plan import Plan
 from strategies.runner import Finished, run_plan
 
-from .admission import Ticket, plan_weight
+from .admission import Ticket, engine_priority, plan_weight
 from .encode import DONE, ChunkEncoder, ResponseFold, ResponseMeta
 from .errors import APIError, bad_request, error_body
 from .planner import plan_request, sampling_for
@@ -50,6 +50,8 @@ def _check_request(req: ChatCompletionRequest, state: AppState) -> None:
         raise bad_request(f"stop strings must be at most {limits.max_stop_chars} characters", "stop")
     if req.timeout is not None and req.timeout > limits.max_request_timeout:
         raise bad_request(f"timeout must be at most {limits.max_request_timeout:g} s", "timeout")
+    if req.priority and state.settings.engine.scheduling_policy != "priority":
+        raise bad_request("priority needs a server whose [engine] scheduling_policy is \"priority\"", "priority")
     if req.tool_choice not in (None, "none", "auto"):
         raise bad_request("only tool_choice 'none' and 'auto' are supported", "tool_choice")
 
@@ -100,11 +102,13 @@ async def _serve(request: Request, req: ChatCompletionRequest, plan: Plan, engin
     rid: str = request.state.request_id
     prompt = state.renderer.render(req, plan.thinking)
     plan = _fit_context(req, plan, prompt, engine.info.max_model_len)
+    by_priority = state.settings.engine.scheduling_policy == "priority"
+    priority = engine_priority(req.priority, ticket.seq) if by_priority else 0
 
     def make_ctx(i: int) -> RunContext:
         return RunContext(
             engine=engine, prompt_ids=prompt.ids, think_prefix_ids=prompt.think_prefix_ids,
-            think_suffix_ids=prompt.think_suffix_ids, sampling=sampling_for(req, plan, i),
+            think_suffix_ids=prompt.think_suffix_ids, sampling=sampling_for(req, plan, i, priority),
             request_id=rid, choice=i, ledger=Ledger(len(prompt.ids), plan.budget_tokens),
             followup=state.followup)
 

@@ -30,6 +30,7 @@ _ENGINE_FLAGS = [
     ("--dtype", "dtype", str),
     ("--seed", "seed", int),
     ("--gpu-memory-utilization", "gpu_memory_utilization", float),
+    ("--scheduling-policy", "scheduling_policy", str),
 ]
 
 

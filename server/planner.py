@@ -279,8 +279,9 @@ def _check_budgets(thinking: bool, lo: int | None, hi: int | None, budget: int |
         raise bad_request(f"budget_tokens ({budget}) is below min_thinking_tokens ({lo})", "reasoning.budget_tokens")
 
 
-def sampling_for(req: ChatCompletionRequest, plan: Plan, choice: int) -> Sampling:
-    """The client's sampling settings for one choice.
+def sampling_for(req: ChatCompletionRequest, plan: Plan, choice: int, priority: int = 0) -> Sampling:
+    """The client's sampling settings for one choice; ``priority`` is the engine
+    priority every phase of the request carries.
 
     With a seed, choice ``i`` samples with ``seed + i`` so ``n`` seeded choices
     differ from each other yet the whole response is reproducible.
@@ -297,6 +298,7 @@ def sampling_for(req: ChatCompletionRequest, plan: Plan, choice: int) -> Samplin
         presence_penalty=req.presence_penalty or 0.0,
         frequency_penalty=req.frequency_penalty or 0.0,
         ignore_eos=req.ignore_eos,
+        priority=priority,
     )
 
 

@@ -76,6 +76,10 @@ class EngineSection(_Frozen):
     seed: int = 0
     gpu_memory_utilization: float = 0.9
     enforce_eager: bool = False
+    # "priority": every engine request of an earlier request goes before those of a
+    # later one (server/admission.py engine_priority), and clients may send vLLM's
+    # `priority`; "fcfs": vLLM's default, each engine request queues on its own.
+    scheduling_policy: Literal["fcfs", "priority"] = "priority"
     # Passed to vllm's AsyncEngineArgs as they are.
     extra: dict[str, Any] = Field(default_factory=dict)
 

@@ -130,6 +130,8 @@ class ChatCompletionRequest(BaseModel):
     reasoning_effort: Annotated[str, Field(json_schema_extra=_EFFORT_ENUM)] | None = None
     # vLLM's extension: keep generating past the end-of-sequence token (benchmarks).
     ignore_eos: bool = False
+    # vLLM's extension: lower is served earlier (needs [engine] scheduling_policy "priority").
+    priority: Annotated[int, Field(ge=-(2**20), le=2**20), _INTEGRAL] = 0
     # ponder: this request's deadline in seconds (the server's default applies without it).
     timeout: Annotated[float, Field(gt=0, le=1e9)] | None = None
 

@@ -28,6 +28,9 @@ class Sampling:
     skip_special_tokens: bool = True
     # Benchmarks only: generate exactly max_tokens.
     ignore_eos: bool = False
+    # Scheduling, not sampling, but it must follow every phase the same way:
+    # lower runs first when the engine schedules by priority (vLLM's policy).
+    priority: int = 0
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ class EngineConfig:
     seed: int = 0
     gpu_memory_utilization: float = 0.9
     enforce_eager: bool = False
+    scheduling_policy: str = "priority"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def engine_args(self) -> AsyncEngineArgs:
@@ -67,6 +68,7 @@ class EngineConfig:
             seed=self.seed,
             gpu_memory_utilization=self.gpu_memory_utilization,
             enforce_eager=self.enforce_eager,
+            scheduling_policy=self.scheduling_policy,
             disable_log_stats=False,
         )
         if self.max_num_batched_tokens is not None:
@@ -132,7 +134,8 @@ class VLLMEngine:
         finished = False
         seen_first: set[int] = set()
         try:
-            async for out in self.llm.generate(prompt, _sampling_params(sampling), request_id):
+            async for out in self.llm.generate(prompt, _sampling_params(sampling), request_id,
+                                               priority=sampling.priority):
                 finished = out.finished
                 for comp in out.outputs:
                     first = comp.index not in seen_first

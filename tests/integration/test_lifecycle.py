@@ -1,6 +1,7 @@
-"""A server of its own with a small admission limit, CORS and a short drain:
-429s before any byte, CORS as configured, then SIGTERM's drain; and a SIGTERM
-that comes while the engine is still starting."""
+"""A server of its own with a small admission limit, 4 engine slots, CORS and a
+short drain: 429s before any byte, the engine's queue in priority order, CORS as
+configured, then SIGTERM's drain; and a SIGTERM that comes while the engine is
+still starting."""
 from __future__ import annotations
 
 import asyncio
@@ -24,14 +25,15 @@ from .sse import post_stream
 pytestmark = pytest.mark.integration
 
 ORIGIN = "https://app.example"
-LIMIT, DRAIN = 8, 3.0
+LIMIT, DRAIN, SLOTS = 8, 3.0, 4
 STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
 
 
 @pytest.fixture(scope="module")
 def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen, Live]]:
     log_path = tmp_path_factory.mktemp("ops") / "ponder.log"
-    proc, live = start_server(log_path, "--set", f"server.max_concurrent_sequences={LIMIT}",
+    proc, live = start_server(log_path, "--max-num-seqs", str(SLOTS),
+                              "--set", f"server.max_concurrent_sequences={LIMIT}",
                               "--set", f"server.drain_timeout={DRAIN}", "--set", "server.retry_after=2",
                               "--set", f'server.cors_origins=["{ORIGIN}"]')
     try:
@@ -92,6 +94,46 @@ async def test_the_sdk_retries_after_retry_after_and_gets_through(ops) -> None:
                 model=live.model, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8)
         assert (await hog).status_code == 200
     assert r.retries_taken >= 1 and r.parse().choices[0].finish_reason in ("stop", "length")
+
+
+async def _until(live: Live, metric: str, count: int, hogs: list[asyncio.Future]) -> None:
+    """Until ``metric`` reaches ``count``, while the hogs still run."""
+    deadline = time.monotonic() + 30
+    while _metric(live, metric) < count:
+        assert time.monotonic() < deadline and not any(h.done() for h in hogs)
+        await asyncio.sleep(0.02)
+
+
+async def _first_token_at(live: Live, body: dict) -> float:
+    async with httpx.AsyncClient(timeout=300) as http:
+        async with http.stream("POST", live.base_url + "/v1/chat/completions", json=body,
+                               headers=live.headers()) as r:
+            assert r.status_code == 200, await r.aread()
+            first, last = None, ""
+            async for line in r.aiter_lines():
+                if first is None and '"content":"' in line and '"content":""' not in line:
+                    first = time.perf_counter()
+                last = line or last
+            assert first is not None and last == "data: [DONE]", last
+            return first
+
+
+@pytest.mark.asyncio
+async def test_the_engine_queue_runs_in_priority_order(ops) -> None:
+    """Four hogs fill the 4 slots and end one after another; two requests wait, the
+    later one with a lower `priority`: it gets the first free slot. vLLM's own
+    first-come-first-served order would give that slot to the earlier one."""
+    _, live = ops
+    base = {"model": live.model, "messages": STORY, "ignore_eos": True, "stream": True}
+    hogs = [asyncio.ensure_future(_stream(live, {**base, "max_tokens": 60 + 30 * i})) for i in range(SLOTS)]
+    await _until(live, "vllm:num_requests_running", SLOTS, hogs)
+    early = asyncio.ensure_future(_first_token_at(live, {**base, "max_tokens": 8}))
+    await _until(live, "vllm:num_requests_waiting", 1, hogs)
+    urgent = asyncio.ensure_future(_first_token_at(live, {**base, "max_tokens": 8, "priority": -1}))
+    await _until(live, "vllm:num_requests_waiting", 2, hogs)
+    t_early, t_urgent = await asyncio.gather(early, urgent)
+    assert all(status == 200 for status, _, _ in await asyncio.gather(*hogs))
+    assert t_urgent < t_early, t_early - t_urgent
 
 
 def test_heavier_than_the_limit_is_refused_for_good(ops) -> None:

@@ -41,6 +41,9 @@ SUFFIX = encode("\n</think>\n\n")
 CLOSE = word("</think>")  # one token, as in models with a special end-of-thinking token
 THINK_PROMPT = P + PREFIX
 RID = "req"
+# The engine priority of the request (server/admission.py engine_priority); not 0,
+# so a phase that built its sampling afresh instead of from the request's would show.
+PRIORITY = 7
 
 
 # -- running a plan -----------------------------------------------------------
@@ -51,6 +54,8 @@ def contexts(engine: ScriptedEngine, prompt: tuple[int, ...], max_tokens: int, *
              **client: Any) -> Callable[[int], RunContext]:
     """``make_ctx`` for :func:`run_plan`: choice ``i`` samples with the client's
     ``seed + i`` (none when it has no seed) and other ``client`` Sampling fields."""
+    client = {"priority": PRIORITY, **client}
+
     def make(i: int) -> RunContext:
         sampling = Sampling(max_tokens=max_tokens, seed=None if seed is None else seed + i, **client)
         return RunContext(engine, prompt, PREFIX, SUFFIX, sampling, RID, i, Ledger(len(prompt), budget),
@@ -71,6 +76,10 @@ async def run_to_end(engine: E, plan: Plan, n: int, make: Callable[[int], RunCon
             events.append(item)
     assert usage is not None
     assert engine.in_flight == 0
+    # Every phase (continuation, candidate, judge, revision turn, beam step) keeps
+    # the request's engine priority, so its work is scheduled as the request's.
+    priority = make(0).sampling.priority
+    assert {c.sampling.priority for c in engine.calls} <= {priority}
     return engine, events, usage
 
 
