@@ -2,7 +2,7 @@
 
     .venv/bin/python -m loadtests.bench_goodput [--rates 1 2 4 6 8] [--duration 30] [--max-requests 300]
         [--target single=5 --target budget_forcing=10 ...] [--max-sequences N] [--seed 0]
-        [--out loadtests/out] [--results loadtests/results]
+        [--policies priority fcfs] [--out loadtests/out] [--results loadtests/results]
 
 Why: throughput alone hides what a user sees. A test-time-compute server mixes
 cheap requests with ones that run 4-8 sequences or several turns, and once it
@@ -12,9 +12,13 @@ it shows the arrival rate where the server stops being useful, per strategy.
 
 Method
 ------
-One ``ponder serve`` (default model and settings, prefix caching on,
+One ``ponder serve`` per engine scheduling policy in ``--policies``, one after
+the other (default model and settings, prefix caching on,
 ``VLLM_CPU_KVCACHE_SPACE=2``, an API key, loopback only), started and stopped
-by the script. Every strategy runs once first, off the clock. Then, for each
+by the script: ``priority`` (ponder's default: every engine request of an
+earlier request goes first, ``server/admission.py engine_priority``) against
+``fcfs`` (vLLM's default: every engine request, so every phase of a
+multi-phase strategy, queues on its own); the same arrivals for both. Every strategy runs once first, off the clock. Then, for each
 rate in ``--rates`` (requests per second), an open-loop generator: arrivals
 form a Poisson process (exponential gaps from an RNG seeded by ``--seed`` and
 the rate) for ``--duration`` seconds, at most ``--max-requests``, each sent at
@@ -41,9 +45,10 @@ of admitted sequences and of requests waiting in vLLM. Between rates the
 script waits until the engine holds nothing.
 
 Output: markdown tables (stdout, ``--out``/bench_goodput.md,
-``--results``/bench_goodput.md), raw per-request records in
-``--out``/bench_goodput.json, the plot ``--results``/bench_goodput.png (and a copy in
-``--out``), the server log in ``--out``/bench_goodput_serve.log.
+``--results``/bench_goodput.md): goodput per policy side by side with the
+ratio, then each policy's full tables; raw per-request records in
+``--out``/bench_goodput.json, a plot per policy ``--results``/bench_goodput_POLICY.png
+(and copies in ``--out``), the server logs in ``--out``/bench_goodput_serve_POLICY.log.
 """
 from __future__ import annotations
 
@@ -193,17 +198,44 @@ def _lat(v: float | None, cut: float) -> str:
     return f"> {cut:.0f}" if math.isinf(v) else f"{v:.1f}"
 
 
-def report(runs: list[dict[str, Any]], args: argparse.Namespace, meta: dict[str, Any]) -> str:
+def header(args: argparse.Namespace, meta: dict[str, Any]) -> list[str]:
     targets = ", ".join(f"{k} {v:g} s" for k, v in args.targets.items())
-    lines = [f"# Goodput under a mixed-strategy load ({MODEL})", "",
-             f"{meta['date']}, {meta['cpus']} CPUs, one `ponder serve` (defaults, prefix caching on, "
-             f"admission limit {meta['admission_limit']} sequences), loopback. Open loop: Poisson arrivals "
-             f"for {args.duration:g} s per rate (at most {args.max_requests} requests), strategies in "
-             f"equal shares, seed {args.seed}; plain requests, no retries. Latency targets: {targets}. "
-             f"Goodput = requests completed within their target per second of the {args.duration:g} s "
-             f"arrival window. Whole run {meta['run_s']:.0f} s (server start {meta['start_s']:.0f} s). "
-             "Method: docstring of `loadtests/bench_goodput.py`.", "",
-             "## Overall", "",
+    starts = ", ".join(f"{p} {s:.0f} s" for p, s in meta["start_s"].items())
+    return [f"# Goodput under a mixed-strategy load ({MODEL})", "",
+            f"{meta['date']}, {meta['cpus']} CPUs, one `ponder serve` per engine scheduling policy "
+            f"({', '.join(args.policies)}; defaults otherwise, prefix caching on, admission limit "
+            f"{meta['admission_limit']} sequences), loopback. Open loop: Poisson arrivals "
+            f"for {args.duration:g} s per rate (at most {args.max_requests} requests), strategies in "
+            f"equal shares, seed {args.seed}; plain requests, no retries. Latency targets: {targets}. "
+            f"Goodput = requests completed within their target per second of the {args.duration:g} s "
+            f"arrival window. Whole run {meta['run_s']:.0f} s (server starts: {starts}). "
+            "Method: docstring of `loadtests/bench_goodput.py`.", ""]
+
+
+def compare(by_policy: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Goodput and within-target shares of each policy at each rate, with the ratio to the last."""
+    names = list(by_policy)
+    base = names[-1]
+    lines = ["## Policies side by side", "",
+             "| rate, req/s | " + " | ".join(f"goodput {p}, req/s" for p in names) +
+             f" | ratio to {base} | " + " | ".join(f"within target {p}" for p in names) + " |",
+             "|---:|" + "---:|" * (2 * len(names) + 1)]
+    for i, run in enumerate(by_policy[base]):
+        cells = [by_policy[p][i]["all"] for p in names]
+        ratio = ", ".join(f"x{c['goodput_rps'] / cells[-1]['goodput_rps']:.2f}" if cells[-1]["goodput_rps"] else "-"
+                          for c in cells[:-1])
+        lines.append(f"| {run['rate']:g} | " + " | ".join(f"{c['goodput_rps']:.2f}" for c in cells) +
+                     f" | {ratio} | " + " | ".join(f"{c['good_share']:.0%}" for c in cells) + " |")
+    lines += ["", "Within target by strategy (share of its requests), " + " / ".join(names) + ":", "",
+              "| rate, req/s | " + " | ".join(MIX) + " |", "|---:|" + "---:|" * len(MIX)]
+    for i, run in enumerate(by_policy[base]):
+        lines.append(f"| {run['rate']:g} | " + " | ".join(
+            " / ".join(f"{by_policy[p][i]['by_strategy'][n]['good_share']:.0%}" for p in names) for n in MIX) + " |")
+    return lines + [""]
+
+
+def report(runs: list[dict[str, Any]], args: argparse.Namespace, policy: str) -> str:
+    lines = [f"## Policy `{policy}`: overall", "",
              "| offered rate, req/s | sent | completed | 429 | errors | unfinished | p50 s | p90 s "
              "| within target | goodput, req/s | goodput / offered | peak sequences admitted | peak waiting in vLLM |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -214,7 +246,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, meta: dict[str,
                      f"{_lat(s['p90_s'], s['unfinished_after_s'])} | {s['good']} | {s['goodput_rps']:.2f} | "
                      f"{s['good_share']:.0%} | {run['peaks'].get('admitted', 0):.0f} | "
                      f"{run['peaks'].get('waiting', 0):.0f} |")
-    lines += ["", "## By strategy", "",
+    lines += ["", f"### Policy `{policy}`: by strategy", "",
               "| rate, req/s | strategy | target s | sent | completed | 429 | errors | unfinished | p50 s | p90 s "
               "| mean tokens | within target | goodput, req/s | goodput / offered |",
               "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -232,7 +264,7 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, meta: dict[str,
     return "\n".join(lines)
 
 
-def plot(runs: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> None:
+def plot(runs: list[dict[str, Any]], args: argparse.Namespace, policy: str, path: Path) -> None:
     """Left: offered rate against throughput and goodput (the diagonal is "everything in time").
     Right: per strategy, the share of its requests that met the target."""
     import matplotlib
@@ -268,7 +300,8 @@ def plot(runs: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> No
     right.grid(True, alpha=0.3)
     right.legend(loc="lower left", fontsize=8)
     right.set_title("by strategy")
-    fig.suptitle(f"Goodput, mixed strategies, {MODEL}, {os.cpu_count()} CPUs, {args.duration:g} s per rate")
+    fig.suptitle(f"Goodput, mixed strategies, {MODEL}, {os.cpu_count()} CPUs, {args.duration:g} s per rate, "
+                 f"engine scheduling {policy}")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -327,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="latency target (defaults: " + ", ".join(f"{k}={v:g}" for k, v in TARGETS.items()) + ")")
     ap.add_argument("--max-sequences", type=int, help="server admission limit (server.max_concurrent_sequences)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--policies", nargs="+", choices=["priority", "fcfs"], default=["priority", "fcfs"],
+                    help="engine scheduling policies to run, one server each")
     ap.add_argument("--out", type=Path, default=Path("loadtests/out"))
     ap.add_argument("--results", type=Path, default=Path("loadtests/results"))
     args = ap.parse_args(argv)
@@ -339,22 +374,29 @@ def main(argv: list[str] | None = None) -> None:
                             "admission_limit": args.max_sequences or "the default 256", "targets": args.targets,
                             "mix": MIX, "rates": args.rates, "duration_s": args.duration, "seed": args.seed}
     t0 = time.perf_counter()
-    print("starting ponder serve", flush=True)
-    with ponder_server(args.out / "bench_goodput_serve.log", *flags, api_key=KEY) as (base, start_s, _):
-        print(f"  ready in {start_s:.0f} s", flush=True)
-        meta["start_s"] = start_s
-        runs = asyncio.run(bench(base, args))
+    by_policy: dict[str, list[dict[str, Any]]] = {}
+    meta["start_s"] = {}
+    for policy in args.policies:
+        print(f"starting ponder serve, scheduling {policy}", flush=True)
+        with ponder_server(args.out / f"bench_goodput_serve_{policy}.log", *flags, "--scheduling-policy", policy,
+                           api_key=KEY) as (base, start_s, _):
+            print(f"  ready in {start_s:.0f} s", flush=True)
+            meta["start_s"][policy] = start_s
+            by_policy[policy] = asyncio.run(bench(base, args))
     meta["run_s"] = time.perf_counter() - t0
-    text = report(runs, args, meta)
+    parts = header(args, meta) + (compare(by_policy) if len(by_policy) > 1 else [])
+    text = "\n".join(parts) + "\n".join(report(runs, args, p) for p, runs in by_policy.items())
     print(text)
     for folder in (args.out, args.results):
         (folder / "bench_goodput.md").write_text(text)
-    (args.out / "bench_goodput.json").write_text(json.dumps(finite({"meta": meta, "runs": runs}), indent=1))
-    plot(runs, args, args.results / "bench_goodput.png")
-    if args.out.resolve() != args.results.resolve():
-        shutil.copyfile(args.results / "bench_goodput.png", args.out / "bench_goodput.png")
-    print(f"wrote {args.out}/bench_goodput.md, bench_goodput.json, bench_goodput.png and "
-          f"{args.results}/bench_goodput.md, bench_goodput.png (run {meta['run_s']:.0f} s)")
+    (args.out / "bench_goodput.json").write_text(json.dumps(finite({"meta": meta, "policies": by_policy}), indent=1))
+    for policy, runs in by_policy.items():
+        png = f"bench_goodput_{policy}.png"
+        plot(runs, args, policy, args.results / png)
+        if args.out.resolve() != args.results.resolve():
+            shutil.copyfile(args.results / png, args.out / png)
+    print(f"wrote bench_goodput.md and bench_goodput_POLICY.png in {args.out} and {args.results}, "
+          f"bench_goodput.json in {args.out} (run {meta['run_s']:.0f} s)")
 
 
 if __name__ == "__main__":
