@@ -64,7 +64,7 @@ bench: install model
 	$(BIN)/python -m loadtests.bench_engine --runs 5 --max-tokens 128
 	$(BIN)/python -m loadtests.bench_forcing --runs 3
 	$(BIN)/python -m loadtests.bench_parallel --problems 40
-	$(BIN)/python -m loadtests.bench_serve --concurrency 1 4 8 --num-prompts 32
+	$(BIN)/python -m loadtests.bench_serve --concurrency 1 4 8 --num-prompts 32 --rounds 2
 	$(BIN)/python -m loadtests.bench_efficiency --prompts 3 --repeats 2 --easy-repeats 6
 	$(BIN)/python -m loadtests.bench_goodput --rates 1 2 4 6 8 --duration 30
 
