@@ -250,6 +250,7 @@ WRONG_TYPES = {
     "max_completion_tokens": ["8", [], 1.5],
     "stop": [5, {}, [1, 2], [None], True],
     "seed": ["1", 1.5, True, []],
+    "priority": ["1", 1.5, True, [], 2**21],
     "logprobs": ["true", 1, None],
     "top_logprobs": ["2", 2.5, True],
     "presence_penalty": ["0", [], True],
