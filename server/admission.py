@@ -54,10 +54,11 @@ def engine_priority(client_priority: int, seq: int) -> int:
     beam step, a judge) starts a new engine request per phase, so under load
     each phase waits behind every request that arrived meanwhile, and the
     requests that started first finish last. Ordered by admission instead,
-    the work of an earlier request goes first, and a request that was admitted
-    is finished before later ones take the engine over: first come first served
-    at the level of the client's request. vLLM's ``priority`` from the client
-    (lower first, as in vLLM's server) outranks that order.
+    the waiting work of an earlier request goes first (and, when the KV cache
+    runs out, the latest request is the one vLLM preempts): first come first
+    served at the level of the client's request, which is what a latency
+    target is set on. vLLM's ``priority`` from the client (lower first, as in
+    vLLM's server) outranks that order.
     """
     return (client_priority << _ORDER_BITS) + seq % (1 << _ORDER_BITS)
 
