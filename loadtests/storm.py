@@ -43,7 +43,8 @@ class StormReport:
 
     def row(self) -> dict[str, float]:
         """Requests, then outcomes: completed, dropped, failed, given_up (each request once) and rejections (429s)."""
-        return {"requests": self.requests, **self.outcomes, "seconds": round(self.seconds, 1)}
+        counts = {k: self.outcomes[k] for k in ("completed", "dropped", "failed", "given_up", "rejections")}
+        return {"requests": self.requests, **counts, **self.outcomes, "seconds": round(self.seconds, 1)}
 
 
 def bodies(model: str, count: int, max_tokens: int, seed: int) -> list[dict]:

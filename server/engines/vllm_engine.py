@@ -172,6 +172,10 @@ class VLLMEngine:
 
     def shutdown(self) -> None:
         self.llm.shutdown()
+        # AsyncLLM.__del__ shuts it down again, and when that runs at interpreter
+        # exit the module globals it calls are gone (a TypeError traceback on every
+        # exit). Once is enough.
+        self.llm.shutdown = lambda timeout=None: None
 
 
 def _logprobs(entries, token_ids, k: int | None, tokenizer) -> tuple[TokenLogprob, ...] | None:

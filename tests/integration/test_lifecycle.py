@@ -189,6 +189,7 @@ async def test_sigterm_drains_then_aborts_then_exits_cleanly(ops) -> None:
     assert DRAIN - 0.5 < ended < DRAIN + 3, ended
     code = await asyncio.to_thread(proc.wait, 60)
     assert code == 0
+    assert "Traceback" not in live.log_path.read_text(errors="replace")  # a clean exit, no finalizer noise
 
 
 def test_sigterm_while_the_engine_starts_exits_promptly_and_leaves_nothing(tmp_path) -> None:
