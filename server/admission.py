@@ -72,7 +72,7 @@ class Ticket:
     elsewhere (writing to the socket), the next wait ends at once.
     """
 
-    def __init__(self, admission: Admission, weight: int, timeout: float | None, seq: int = 0) -> None:
+    def __init__(self, admission: Admission, weight: int, timeout: float | None, seq: int) -> None:
         self._admission = admission
         self.seq = seq  # admission order
         self.weight = weight

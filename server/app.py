@@ -134,12 +134,15 @@ async def _in_daemon_thread(build: Callable[[], Any]) -> Any:
     loop = asyncio.get_running_loop()
     done: asyncio.Future = loop.create_future()
 
+    def discard(ok: bool, value: Any) -> None:
+        if ok and hasattr(value, "shutdown"):
+            value.shutdown()
+
     def deliver(ok: bool, value: Any) -> None:
         if done.done():  # cancelled: the server is stopping
-            if ok and hasattr(value, "shutdown"):
-                value.shutdown()
-            return
-        (done.set_result if ok else done.set_exception)(value)
+            discard(ok, value)
+        else:
+            (done.set_result if ok else done.set_exception)(value)
 
     def work() -> None:
         try:
@@ -149,8 +152,7 @@ async def _in_daemon_thread(build: Callable[[], Any]) -> Any:
         try:
             loop.call_soon_threadsafe(deliver, *result)
         except RuntimeError:  # the loop is closed: the process is exiting
-            if result[0] and hasattr(result[1], "shutdown"):
-                result[1].shutdown()
+            discard(*result)
 
     threading.Thread(target=work, name="engine-start", daemon=True).start()
     return await done

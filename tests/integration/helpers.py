@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 
 import httpx
@@ -10,20 +9,32 @@ import openai
 
 from .sse import Stream, post_stream
 
+UNFINISHED = "ponder_engine_unfinished_requests"  # engine requests running or waiting
+
+
+def metric(live, series: str) -> float:
+    """The sum of a metric's samples on /metrics: ``series`` is a name (every label
+    set) or one labelled series as printed (``name{label="value"}``)."""
+    text = httpx.get(live.base_url + "/metrics", headers=live.headers()).text
+    total = 0.0
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if not line.startswith("#") and series in (key, key.split("{", 1)[0]):
+            total += float(value)
+    return total
+
 
 def unfinished(live) -> float:
-    """Engine requests not finished (running or waiting), from /metrics."""
-    text = httpx.get(live.base_url + "/metrics", headers=live.headers()).text
-    return float(re.search(r"^ponder_engine_unfinished_requests (\S+)$", text, re.M).group(1))
+    return metric(live, UNFINISHED)
 
 
-async def seen_running(live, at_least: int, within: float = 5.0) -> bool:
-    """Whether ``at_least`` engine requests are unfinished at some moment within
-    ``within`` seconds. Polled, because a stepwise strategy's count moves: the
-    expansions of a beam-search step end one by one before the next step starts."""
+async def reaches(live, series: str, count: float, within: float = 5.0, unless: tuple = ()) -> bool:
+    """Whether ``series`` reaches ``count`` within ``within`` seconds (and before any
+    future in ``unless`` is done). Polled, because counts move: the expansions of a
+    beam-search step, for one, end one by one before the next step starts."""
     deadline = time.monotonic() + within
-    while unfinished(live) < at_least:
-        if time.monotonic() > deadline:
+    while metric(live, series) < count:
+        if time.monotonic() > deadline or any(f.done() for f in unless):
             return False
         await asyncio.sleep(0.02)
     return True
@@ -38,7 +49,7 @@ async def stream_then_drop(live, body: dict, at_least: int) -> None:
             lines = r.aiter_lines()  # kept open: leaving an `async for` would close it
             while not (await lines.__anext__()).startswith("data: "):
                 pass  # until the role chunk: the strategy has started
-            assert await seen_running(live, at_least)
+            assert await reaches(live, UNFINISHED, at_least)
 
 
 async def engine_drains(live, within: float = 5.0) -> bool:

@@ -20,6 +20,7 @@ import pytest
 from loadtests.common import free_port
 
 from .conftest import ROOT, Live, start_server, stop_server
+from .helpers import metric, reaches
 from .sse import post_stream
 
 pytestmark = pytest.mark.integration
@@ -51,15 +52,10 @@ async def _stream(live: Live, body: dict) -> tuple[int, dict, list[str]]:
             return r.status_code, dict(r.headers), lines
 
 
-def _metric(live: Live, name: str) -> float:
-    text = httpx.get(live.base_url + "/metrics", headers=live.headers()).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
 @pytest.mark.asyncio
 async def test_past_the_limit_429_comes_before_any_byte_and_the_accepted_finish(ops) -> None:
     _, live = ops
-    rejected_before = _metric(live, 'ponder_requests_rejected_total{code="server_overloaded"}')
+    rejected_before = metric(live, 'ponder_requests_rejected_total{code="server_overloaded"}')
     body = {"model": live.model, "messages": STORY, "max_tokens": 48, "temperature": 1.0, "stream": True,
             "reasoning": {"strategy": "best_of_n", "samples": 4}}  # weight 4 of 8
     results = await asyncio.gather(*(_stream(live, body) for _ in range(6)))
@@ -73,8 +69,8 @@ async def test_past_the_limit_429_comes_before_any_byte_and_the_accepted_finish(
     for _, _, lines in accepted:
         assert lines[-1] == "data: [DONE]" and '"finish_reason":"length"' in "".join(lines)
         assert '"error"' not in "".join(lines)
-    assert _metric(live, 'ponder_requests_rejected_total{code="server_overloaded"}') == rejected_before + len(rejected)
-    assert _metric(live, "ponder_admission_sequences_in_use") == 0
+    assert metric(live, 'ponder_requests_rejected_total{code="server_overloaded"}') == rejected_before + len(rejected)
+    assert metric(live, "ponder_admission_sequences_in_use") == 0
 
 
 @pytest.mark.asyncio
@@ -85,23 +81,12 @@ async def test_the_sdk_retries_after_retry_after_and_gets_through(ops) -> None:
     async with httpx.AsyncClient(timeout=300) as http:
         hog = asyncio.ensure_future(http.post(live.base_url + "/v1/chat/completions", json=heavy,
                                               headers=live.headers()))
-        deadline = time.monotonic() + 30
-        while _metric(live, "ponder_admission_sequences_in_use") < LIMIT:  # until the hog holds the limit
-            assert time.monotonic() < deadline and not hog.done()
-            await asyncio.sleep(0.02)
+        assert await reaches(live, "ponder_admission_sequences_in_use", LIMIT, 30, unless=(hog,))  # the hog holds it
         async with openai.AsyncOpenAI(base_url=live.v1, api_key=live.api_key, max_retries=6, timeout=300) as c:
             r = await c.chat.completions.with_raw_response.create(
                 model=live.model, messages=[{"role": "user", "content": "Say hi."}], max_tokens=8)
         assert (await hog).status_code == 200
     assert r.retries_taken >= 1 and r.parse().choices[0].finish_reason in ("stop", "length")
-
-
-async def _until(live: Live, metric: str, count: int, hogs: list[asyncio.Future]) -> None:
-    """Until ``metric`` reaches ``count``, while the hogs still run."""
-    deadline = time.monotonic() + 30
-    while _metric(live, metric) < count:
-        assert time.monotonic() < deadline and not any(h.done() for h in hogs)
-        await asyncio.sleep(0.02)
 
 
 async def _first_token_at(live: Live, body: dict) -> float:
@@ -126,11 +111,11 @@ async def test_the_engine_queue_runs_in_priority_order(ops) -> None:
     _, live = ops
     base = {"model": live.model, "messages": STORY, "ignore_eos": True, "stream": True}
     hogs = [asyncio.ensure_future(_stream(live, {**base, "max_tokens": 60 + 30 * i})) for i in range(SLOTS)]
-    await _until(live, "vllm:num_requests_running", SLOTS, hogs)
+    assert await reaches(live, "vllm:num_requests_running", SLOTS, 30, unless=tuple(hogs))
     early = asyncio.ensure_future(_first_token_at(live, {**base, "max_tokens": 8}))
-    await _until(live, "vllm:num_requests_waiting", 1, hogs)
+    assert await reaches(live, "vllm:num_requests_waiting", 1, 30, unless=tuple(hogs))
     urgent = asyncio.ensure_future(_first_token_at(live, {**base, "max_tokens": 8, "priority": -1}))
-    await _until(live, "vllm:num_requests_waiting", 2, hogs)
+    assert await reaches(live, "vllm:num_requests_waiting", 2, 30, unless=tuple(hogs))
     t_early, t_urgent = await asyncio.gather(early, urgent)
     assert all(status == 200 for status, _, _ in await asyncio.gather(*hogs))
     assert t_urgent < t_early, t_early - t_urgent

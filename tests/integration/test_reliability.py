@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from .helpers import seen_running, stream_then_drop, unfinished
+from .helpers import UNFINISHED, reaches, stream_then_drop, unfinished
 from .sse import post_stream
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,7 @@ async def test_plain_request_disconnect_aborts_within_a_second(live, reasoning) 
     async with httpx.AsyncClient(timeout=60) as http:
         task = asyncio.ensure_future(http.post(live.base_url + "/v1/chat/completions",
                                                json=_body(live, reasoning), headers=live.headers()))
-        assert await seen_running(live, 2) and not task.done()
+        assert await reaches(live, UNFINISHED, 2, unless=(task,)) and not task.done()
         task.cancel()  # closes the connection
         await asyncio.gather(task, return_exceptions=True)
     assert await _seconds_until_drained(live) <= 1.0
