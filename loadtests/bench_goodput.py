@@ -59,7 +59,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import statistics
 import time
@@ -68,7 +67,7 @@ from typing import Any
 
 import httpx
 
-from loadtests.common import exit_on_sigterm, ponder_server
+from loadtests.common import exit_on_sigterm, metric_value, ponder_server
 from loadtests.storm import PROMPTS, until_idle
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -134,9 +133,7 @@ async def sample_metrics(http: httpx.AsyncClient, peaks: dict[str, float]) -> No
         try:
             text = (await http.get("/metrics")).text
             for key, name in names.items():
-                value = sum(float(m.group(1)) for m in
-                            re.finditer("^" + re.escape(name) + r"(?:\{[^}]*\})? (\S+)$", text, re.M))
-                peaks[key] = max(peaks.get(key, 0.0), value)
+                peaks[key] = max(peaks.get(key, 0.0), metric_value(text, name))
         except httpx.HTTPError:
             pass
         await asyncio.sleep(METRICS_EVERY_S)

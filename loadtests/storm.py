@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
+
+from loadtests.common import metric_value
 
 PROMPTS = ["Write a short poem about the sea.", "What is 17 times 3? Answer with the number.",
            "Explain why the sky is blue in two sentences.", "Name three prime numbers.",
@@ -134,13 +135,9 @@ async def storm(base_url: str, headers: dict, model: str, count: int = 200, conc
 def engine_load(base_url: str, headers: dict) -> dict[str, float]:
     """What the engine and the admission still hold, from /metrics."""
     text = httpx.get(base_url + "/metrics", headers=headers, timeout=10).text
-
-    def total(pattern: str) -> float:
-        return sum(float(m.group(1)) for m in re.finditer("^" + pattern + r"(?:\{[^}]*\})? (\S+)$", text, re.M))
-
-    return {"unfinished": total("ponder_engine_unfinished_requests"),
-            "running": total("vllm:num_requests_running"), "waiting": total("vllm:num_requests_waiting"),
-            "admitted": total("ponder_admission_sequences_in_use")}
+    return {key: metric_value(text, name) for key, name in (
+        ("unfinished", "ponder_engine_unfinished_requests"), ("running", "vllm:num_requests_running"),
+        ("waiting", "vllm:num_requests_waiting"), ("admitted", "ponder_admission_sequences_in_use"))}
 
 
 async def until_idle(base_url: str, headers: dict, within: float = 5.0) -> tuple[float, dict[str, float]]:

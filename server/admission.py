@@ -8,11 +8,11 @@ server answers 429 with ``Retry-After`` before any stream byte, the way TGI's
 whole limit can never fit: its 429 says ``x-should-retry: false`` so the
 OpenAI SDK does not retry it.
 
-Every admitted request carries a :class:`Ticket` with a deadline. ``guard``
-wraps the request's event stream: at the deadline (or when the drain at
-shutdown runs out) the wait for the next event is cancelled, which closes
-the strategy's generators and so aborts every engine request it started, and
-the client gets one documented error (504 ``deadline_exceeded`` or 503
+Every admitted request carries a :class:`Ticket` with a deadline. The
+transport waits for each event through ``Ticket.next``: at the deadline (or
+when the drain at shutdown runs out) that wait is cancelled, which closes the
+strategy's generators and so aborts every engine request it started, and the
+client gets one documented error (504 ``deadline_exceeded`` or 503
 ``server_shutting_down``).
 
 Tickets are numbered in admission order, and :func:`engine_priority` turns
@@ -23,23 +23,11 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator
-
-from strategies.plan import Plan
+from typing import TypeVar
 
 from .errors import APIError
 
-
-def plan_weight(plan: Plan, n: int) -> int:
-    """Most engine sequences one request may run at once."""
-    if plan.strategy in ("self_consistency", "best_of_n"):
-        per_choice = plan.samples
-    elif plan.strategy == "beam_search":
-        per_choice = max(1, plan.beam_width) * max(1, plan.expansions)
-    elif plan.strategy == "auto":
-        per_choice = max([plan.probe_samples, *(plan_weight(sub, 1) for _, sub in plan.auto)])
-    else:  # single, budget_forcing, revision: one sequence at a time
-        per_choice = 1
-    return n * per_choice
+T = TypeVar("T")
 
 
 _ORDER_BITS = 32  # admissions numbered modulo 2**32; client priorities above them
@@ -67,7 +55,7 @@ class Ticket:
     """One admitted request: its weight, its deadline and how it may end early.
 
     One timer per request, not one per event: when it fires while the
-    request's consumer waits in :meth:`guard` for the next event, that task is
+    request's consumer waits in :meth:`next` for the next event, that task is
     cancelled and the cancellation becomes ``error()``; when the consumer is
     elsewhere (writing to the socket), the next wait ends at once.
     """
@@ -81,7 +69,7 @@ class Ticket:
         self.when = self._loop.time() + timeout if timeout else math.inf
         self.reason = "deadline"
         self._timer = self._loop.call_at(self.when, self._fire) if timeout else None
-        self._waiter: asyncio.Task | None = None  # the task waiting in guard() now
+        self._waiter: asyncio.Task | None = None  # the task waiting in next() now
         self._fired = False
         self._released = False
 
@@ -108,28 +96,21 @@ class Ticket:
                         "request it started was aborted", code="deadline_exceeded",
                         headers={"x-should-retry": "false"})
 
-    async def guard(self, events: AsyncIterator) -> AsyncIterator:
-        """Pass ``events`` through until the deadline; then close them and raise ``error()``."""
-        it = events.__aiter__()
+    async def next(self, events: AsyncIterator[T]) -> T:
+        """The next item of ``events``, unless the deadline passes first: then ``error()``
+        (and ``events`` ends, its generators closed). StopAsyncIteration at the end."""
+        if self.when <= self._loop.time():
+            raise self.error()
+        self._waiter = asyncio.current_task()
         try:
-            while True:
-                if self.when <= self._loop.time():
-                    raise self.error()
-                self._waiter = asyncio.current_task()
-                try:
-                    item = await it.__anext__()
-                except StopAsyncIteration:
-                    return
-                except asyncio.CancelledError:
-                    # Ours (and nobody else's, e.g. a client gone): the deadline.
-                    if self._fired and self._waiter is not None and self._waiter.uncancel() == 0:
-                        raise self.error() from None
-                    raise
-                finally:
-                    self._waiter = None
-                yield item
+            return await events.__anext__()
+        except asyncio.CancelledError:
+            # Ours (and nobody else's, e.g. a client gone): the deadline.
+            if self._fired and self._waiter is not None and self._waiter.uncancel() == 0:
+                raise self.error() from None
+            raise
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            self._waiter = None
 
     def release(self) -> None:
         if not self._released:

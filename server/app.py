@@ -24,13 +24,13 @@ from .body import parse_body
 from .chat import chat_completions
 from .middleware import RequestContext
 from .prompt import Renderer, followup_renderer
-from .state import AppState
+from .state import AppState, ServedEngine
 from .wire import ChatCompletionRequest
 
 log = logging.getLogger("ponder.app")
 
 
-def create_app(state: AppState, start_engine: Callable[[], Any]) -> FastAPI:
+def create_app(state: AppState, start_engine: Callable[[], ServedEngine]) -> FastAPI:
     """``start_engine`` builds the engine (blocking); it runs once the server is up."""
 
     @asynccontextmanager
@@ -41,7 +41,7 @@ def create_app(state: AppState, start_engine: Callable[[], Any]) -> FastAPI:
         finally:
             if not task.done():
                 task.cancel()
-            if state.engine is not None and hasattr(state.engine, "shutdown"):
+            if state.engine is not None:
                 state.engine.shutdown()
                 state.engine = None  # so the engine is not finalized again at interpreter exit
 
@@ -169,18 +169,20 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
-async def _start(state: AppState, start_engine: Callable[[], Any]) -> None:
+async def _start(state: AppState, start_engine: Callable[[], ServedEngine]) -> None:
     t0 = time.perf_counter()
     try:
-        state.engine = await _in_daemon_thread(start_engine)
+        engine = await _in_daemon_thread(start_engine)
     except Exception as exc:  # reported by /ready; the CLI exits on it
         state.startup_error = f"{type(exc).__name__}: {exc}"
         log.exception("engine failed to start")
         return
-    cfg, tokenizer = state.settings.model, state.engine.tokenizer
+    cfg, tokenizer = state.settings.model, engine.tokenizer
+    # Renderer first: a request that sees the engine finds everything it needs.
     state.renderer = Renderer.build(tokenizer, cfg.think_open, cfg.think_close, cfg.native_thinking,
                                     cfg.chat_template_kwargs)
     state.followup = followup_renderer(tokenizer, cfg.chat_template_kwargs)
+    state.engine = engine
     _freeze_startup_heap()
     state.started_at = time.time()
     log.info("engine ready in %.1f s", time.perf_counter() - t0)

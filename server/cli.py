@@ -114,12 +114,11 @@ def serve(settings: Settings) -> int:
     state = AppState(settings=settings, model_path=model_path)
 
     def start_engine():
-        from .engines.vllm_engine import EngineConfig, VLLMEngine
+        from .engines.vllm_engine import VLLMEngine, engine_args
 
-        e, m = settings.engine, settings.model
-        cfg = EngineConfig(model=model_path, served_model_name=m.served_model_name,
-                           **e.model_dump(exclude={"extra"}), extra=e.extra)
-        return VLLMEngine.start(cfg, m.think_open, m.think_close, m.native_thinking)
+        m = settings.model
+        args = engine_args(settings.engine, model_path, m.served_model_name)
+        return VLLMEngine.start(args, m.think_open, m.think_close, m.native_thinking)
 
     app = create_app(state, start_engine)
     server_cfg = settings.server

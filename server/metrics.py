@@ -5,7 +5,11 @@ vLLM registers its ``vllm:*`` metrics in prometheus_client's default registry
 """
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from strategies.trace import Trace
 
 _TOKEN_BUCKETS = (0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 _TIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -54,26 +58,25 @@ class Metrics:
         self.rejected = Counter("ponder_requests_rejected", "Requests refused before any work, by error code",
                                 ["code"], registry=r)
 
-    def choice_done(self, strategy: str, effort: str, trace: dict) -> None:
-        cands = trace.get("candidates")
-        if isinstance(cands, list):
-            aborted = sum(1 for c in cands if c.get("aborted"))
+    def choice_done(self, strategy: str, effort: str, trace: Trace) -> None:
+        cands = trace.candidate_traces()
+        if cands:
+            aborted = sum(1 for c in cands if c.aborted)
             self.candidates.labels(strategy, "started").inc(len(cands))
             self.candidates.labels(strategy, "finished").inc(len(cands) - aborted)
             self.candidates.labels(strategy, "aborted").inc(aborted)
-            if trace.get("early_stopped"):
-                self.early_stops.labels(strategy).inc()
-                self.tokens_saved.labels(strategy).inc(trace.get("tokens_saved_estimate", 0))
-        thinking = trace.get("thinking")
-        if not isinstance(thinking, dict):
-            return
-        if thinking.get("cut_by_budget"):
-            self.forced_ends.labels(strategy, effort).inc()
-        if thinking.get("forced_continuations"):
-            self.forced_continuations.labels(strategy, effort).inc(thinking["forced_continuations"])
+        saved = trace.early_stop_savings()
+        if saved is not None:
+            self.early_stops.labels(strategy).inc()
+            self.tokens_saved.labels(strategy).inc(saved)
+        for thinking in trace.thinking_phases():
+            if thinking.cut_by_budget:
+                self.forced_ends.labels(strategy, effort).inc()
+            if thinking.forced_continuations:
+                self.forced_continuations.labels(strategy, effort).inc(thinking.forced_continuations)
 
-    def render(self, engine: object = None, admission: object = None) -> bytes:
-        if engine is not None and hasattr(engine, "num_unfinished_requests"):
+    def render(self, engine: Any = None, admission: Any = None) -> bytes:
+        if engine is not None:
             self.engine_unfinished.set(engine.num_unfinished_requests())
         if admission is not None:
             self.admission_in_use.set(admission.in_use)

@@ -1,36 +1,62 @@
-"""The planner: a pure function ``request + settings -> Plan``.
+"""The planner: a pure function ``request + settings (+ context window) -> Plan``.
 
 Reasoning controls are read in DESIGN.md's order of precedence (first wins):
 the ``reasoning`` object; Anthropic ``thinking``, vLLM ``thinking_token_budget``
 / ``include_reasoning`` and Qwen ``chat_template_kwargs.enable_thinking``;
-OpenAI ``reasoning_effort``; the server default. Every inconsistency is a 400
-naming the offending ``param``, raised before anything reaches the engine.
+OpenAI ``reasoning_effort``; the server default. The strategy's own options
+are read by the strategy (``strategies.registry``); this module names none.
+Every inconsistency is a 400 naming the offending ``param``, raised before
+anything reaches the engine.
+
+When the prompt is known (``Window``), the plan is also fitted to the context
+window, and the thinking is lowered so the answer keeps its reserve.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from strategies import registry
+from strategies.descriptor import ANY, OptionSource
 from strategies.engine import Sampling
+from strategies.errors import PlanError
 from strategies.plan import Plan
 
-from .errors import bad_request
-from .settings import EFFORTS, EffortPreset, Settings
+from .errors import APIError, bad_request
+from .settings import EFFORTS, Settings
 from .wire import ChatCompletionRequest, ReasoningOptions
+
+# ``reasoning`` keys every strategy shares; the rest belong to strategies.
+SHARED_KEYS = frozenset({"effort", "strategy", "max_thinking_tokens", "min_thinking_tokens", "budget_tokens",
+                         "exclude", "max_tokens", "enabled"})
 
 
 @dataclass(frozen=True)
+class Window:
+    """The rendered prompt against the model's context window."""
+
+    max_model_len: int
+    prompt_tokens: int
+    # Ids the server adds around a thinking block it opens (prefix and suffix).
+    thinking_overhead: int = 0
+
+
+@dataclass
 class _Thinking:
-    """What the middle tier of controls says about thinking (None: silent)."""
+    """Thinking on or off, its cap and minimum, and who set them."""
 
-    enabled: bool | None = None
-    max_tokens: int | None = None
-    source: str | None = None
-    param: str | None = None
+    on: bool
+    cap: int | None
+    floor: int | None
+    source: str
+    # The param of a cap or minimum the client set in ``reasoning`` (None: a preset or default).
+    cap_param: str | None = None
+    floor_param: str | None = None
 
 
-def _effort(req: ChatCompletionRequest, settings: Settings) -> tuple[str, str, str]:
-    """(effort, where it came from, param)."""
+def _effort(req: ChatCompletionRequest, settings: Settings) -> tuple[str, str]:
+    """(effort, where it came from)."""
     r = req.reasoning
     # An unknown effort is a 400 even where a higher control would win.
     for value, param in ((r.effort if r is not None else None, "reasoning.effort"),
@@ -38,196 +64,43 @@ def _effort(req: ChatCompletionRequest, settings: Settings) -> tuple[str, str, s
         if value is not None and value not in EFFORTS:
             raise bad_request(f"unknown reasoning effort {value!r}; use one of {', '.join(EFFORTS)}", param)
     if r is not None and r.effort is not None:
-        return r.effort, "reasoning", "reasoning.effort"
+        return r.effort, "reasoning"
     if req.reasoning_effort is not None:
-        return req.reasoning_effort, "reasoning_effort", "reasoning_effort"
-    return settings.defaults.effort, "default", "reasoning_effort"
+        return req.reasoning_effort, "reasoning_effort"
+    return settings.defaults.effort, "default"
 
 
-def _middle(req: ChatCompletionRequest) -> _Thinking:
+def _middle(req: ChatCompletionRequest, t: _Thinking, default_cap: int) -> None:
+    """Anthropic ``thinking``, vLLM ``thinking_token_budget``, Qwen ``enable_thinking``."""
     kwargs = req.chat_template_kwargs or {}
     # Checked even where thinking / thinking_token_budget win: a malformed control is never ignored.
     if "enable_thinking" in kwargs and not isinstance(kwargs["enable_thinking"], bool):
         raise bad_request("enable_thinking must be a boolean", "chat_template_kwargs.enable_thinking")
-    t = req.thinking
-    if t is not None:
-        if t.type == "disabled":
-            if t.budget_tokens:
-                raise bad_request("thinking is disabled but budget_tokens is set", "thinking.budget_tokens")
-            return _Thinking(False, None, "thinking", "thinking")
-        if t.type == "enabled" and t.budget_tokens is None:
+    on: bool | None = None
+    cap: int | None = None
+    th = req.thinking
+    if th is not None:
+        if th.type == "disabled" and th.budget_tokens:
+            raise bad_request("thinking is disabled but budget_tokens is set", "thinking.budget_tokens")
+        if th.type == "enabled" and th.budget_tokens is None:
             raise bad_request("thinking.type 'enabled' needs budget_tokens", "thinking.budget_tokens")
-        return _Thinking(True, t.budget_tokens, "thinking", "thinking.budget_tokens")
-    if req.thinking_token_budget is not None:
-        n = req.thinking_token_budget
-        return _Thinking(n > 0, n, "thinking_token_budget", "thinking_token_budget")
-    if "enable_thinking" in kwargs:
-        on = kwargs["enable_thinking"]
-        return _Thinking(on, None, "chat_template_kwargs", "chat_template_kwargs.enable_thinking")
-    return _Thinking()
+        on, cap, t.source = th.type != "disabled", th.budget_tokens, "thinking"
+    elif req.thinking_token_budget is not None:
+        on, cap, t.source = req.thinking_token_budget > 0, req.thinking_token_budget, "thinking_token_budget"
+    elif "enable_thinking" in kwargs:
+        on, t.source = kwargs["enable_thinking"], "chat_template_kwargs"
+    if on is None:
+        return
+    if cap is not None:
+        t.cap = cap
+    elif on and not t.on:
+        t.cap = default_cap
+    t.on = on
+    if not on:
+        t.cap = t.floor = None
 
 
-def _max_tokens(req: ChatCompletionRequest, settings: Settings, thinking_cap: int | None) -> int:
-    """OpenAI's max_completion_tokens covers thinking plus answer; a default leaves
-    the answer its usual room on top of the thinking cap."""
-    if req.max_completion_tokens is not None:
-        return req.max_completion_tokens
-    if req.max_tokens is not None:
-        return req.max_tokens
-    return settings.defaults.max_tokens + (thinking_cap or 0)
-
-
-def plan_request(req: ChatCompletionRequest, settings: Settings) -> Plan:
-    effort, effort_source, effort_param = _effort(req, settings)
-    preset: EffortPreset = settings.efforts[effort]
-    r = req.reasoning
-    middle = _middle(req)
-    thinking = preset.thinking
-    max_think = preset.max_thinking_tokens
-    min_think = preset.min_thinking_tokens
-    source = effort_source
-    if middle.enabled is not None:
-        thinking, source = middle.enabled, middle.source or source
-        if middle.max_tokens is not None:
-            max_think = middle.max_tokens
-        elif thinking and not preset.thinking:
-            max_think = settings.defaults.max_thinking_tokens
-        if not thinking:
-            max_think = min_think = None
-    strategy = preset.strategy
-    if r is not None:
-        thinking, max_think, min_think, strategy = _apply_reasoning(
-            r, effort, effort_source, thinking, max_think, min_think, strategy, settings
-        )
-        if r.model_fields_set - {"exclude"}:
-            source = "reasoning"
-    if thinking and max_think is None:
-        max_think = settings.defaults.max_thinking_tokens
-    if max_think == 0:
-        thinking, max_think = False, None
-    client_min = r is not None and r.min_thinking_tokens is not None
-    if not client_min and min_think is not None:
-        # A preset's minimum yields to a cap or an off switch the client chose.
-        min_think = min(min_think, max_think) if thinking and max_think is not None else None
-    _check_strategy(strategy)
-    max_tokens = _max_tokens(req, settings, max_think if thinking else None)
-    budget = r.budget_tokens if r is not None and r.budget_tokens is not None else preset.budget_tokens
-    _check_budgets(thinking, min_think, max_think, budget)
-    include = not ((r is not None and r.exclude) or req.include_reasoning is False)
-    return Plan(
-        strategy=strategy,
-        effort=effort,
-        thinking=thinking,
-        max_thinking_tokens=max_think if thinking else None,
-        min_thinking_tokens=min_think if thinking else None,
-        budget_tokens=budget,
-        max_tokens=max_tokens,
-        include_reasoning=include,
-        source=source,
-        **_forcing(settings),
-        **_parallel(req, strategy, preset, settings),
-        **_revision(req, strategy, settings),
-        **_beam(req, strategy, settings),
-        **_auto(req, strategy, settings),
-    )
-
-
-def _auto(req: ChatCompletionRequest, strategy: str, settings: Settings) -> dict[str, object]:
-    """Each difficulty level is planned like a client's ``reasoning`` object."""
-    if strategy != "auto":
-        return {}
-    a = settings.auto
-    levels = []
-    for level in ("easy", "medium", "hard"):
-        reasoning = {**a.levels[level]}
-        if req.reasoning is not None and req.reasoning.budget_tokens is not None:
-            reasoning["budget_tokens"] = req.reasoning.budget_tokens
-        sub = req.model_copy(update={"reasoning": ReasoningOptions(**reasoning), "reasoning_effort": None,
-                                     "thinking": None, "thinking_token_budget": None})
-        levels.append((level, plan_request(sub, settings)))
-    return {"probe_samples": a.probe_samples, "probe_tokens": a.probe_tokens,
-            "easy_agreement": a.easy_agreement, "medium_agreement": a.medium_agreement,
-            "share_prefix": settings.parallel.share_prefix,
-            "auto": tuple(levels)}
-
-
-def _beam(req: ChatCompletionRequest, strategy: str, settings: Settings) -> dict[str, object]:
-    r, b = req.reasoning, settings.beam
-    width = r.beam_width if r is not None and r.beam_width is not None else None
-    steps = r.max_steps if r is not None and r.max_steps is not None else None
-    if strategy != "beam_search":
-        for name, value in (("beam_width", width), ("max_steps", steps), ("dvts", r.dvts if r else None)):
-            if value is not None:
-                raise bad_request(f"reasoning.{name} needs the beam_search strategy", f"reasoning.{name}")
-        return {}
-    width = b.beam_width if width is None else width
-    if width * b.expansions * req.n > settings.parallel.max_candidates:
-        raise bad_request("n x beam_width x expansions is above this server's candidate limit",
-                          "reasoning.beam_width")
-    dvts = r.dvts if r is not None and r.dvts is not None else b.dvts
-    return {"beam_width": width, "max_steps": b.max_steps if steps is None else steps, "dvts": dvts,
-            "expansions": b.expansions, "step_tokens": b.step_tokens,
-            "step_delimiter": b.step_delimiter, "judge_question": b.process_question}
-
-
-def _revision(req: ChatCompletionRequest, strategy: str, settings: Settings) -> dict[str, object]:
-    r, rv = req.reasoning, settings.revision
-    rounds = r.rounds if r is not None and r.rounds is not None else None
-    if strategy != "revision":
-        if rounds:
-            raise bad_request("reasoning.rounds needs the revision strategy", "reasoning.rounds")
-        return {}
-    return {"rounds": rv.rounds if rounds is None else rounds, "critique_prompt": rv.critique_prompt,
-            "revise_prompt": rv.revise_prompt, "critique_ok": rv.critique_ok}
-
-
-_PARALLEL = ("self_consistency", "best_of_n")
-_SCORERS = ("confidence", "self_judge", "reward_model")
-
-
-def _parallel(req: ChatCompletionRequest, strategy: str, preset: EffortPreset,
-              settings: Settings) -> dict[str, object]:
-    """Sampling options; they only mean something for the parallel strategies."""
-    r, p = req.reasoning, settings.parallel
-    given = r.model_fields_set if r is not None else set()
-    if strategy not in _PARALLEL:
-        for name in ("samples", "scorer", "early_stop", "stream_candidates"):
-            if name in given and getattr(r, name) not in (None, 1, False):
-                raise bad_request(f"reasoning.{name} needs a parallel strategy (self_consistency, best_of_n)",
-                                  f"reasoning.{name}")
-        return {"samples": 1}
-    samples = r.samples if r is not None and r.samples else (preset.samples if preset.samples > 1 else p.samples)
-    if samples * req.n > p.max_candidates:
-        raise bad_request(f"n x samples = {samples * req.n} is above this server's limit of "
-                          f"{p.max_candidates} candidates per request", "reasoning.samples")
-    scorer = r.scorer if r is not None and r.scorer else (p.scorer if strategy == "best_of_n" else None)
-    if scorer is not None and scorer not in _SCORERS:
-        raise bad_request(f"unknown scorer {scorer!r}; use one of {', '.join(_SCORERS)}", "reasoning.scorer")
-    if scorer == "reward_model":
-        # A reward model served by vLLM's pooling runner is planned for GPU
-        # deployments; until it exists the scorer is refused, never faked.
-        raise bad_request("the reward_model scorer is not available on this server; "
-                          "use confidence or self_judge", "reasoning.scorer", "scorer_not_available")
-    if scorer is not None and strategy == "self_consistency" and scorer != "confidence":
-        raise bad_request("self_consistency weighs votes by confidence only", "reasoning.scorer")
-    early = r.early_stop if r is not None and r.early_stop is not None else p.early_stop
-    return {
-        "samples": samples, "scorer": scorer, "early_stop": early and strategy == "self_consistency",
-        "vote": "weighted" if scorer == "confidence" and strategy == "self_consistency" else p.vote,
-        "window": p.window, "stop_rule": p.stop_rule, "stop_threshold": p.stop_threshold,
-        "share_prefix": p.share_prefix,
-        "judge_question": p.judge_question,
-        "stream_candidates": bool(r is not None and r.stream_candidates),
-    }
-
-
-def _forcing(settings: Settings) -> dict[str, object]:
-    bf = settings.budget_forcing
-    return {"continuation": bf.continuation, "max_continuations": bf.max_continuations,
-            "wrapup": bf.wrapup, "nudge": bf.nudge, "nudge_before": bf.nudge_before}
-
-
-def _apply_reasoning(r, effort, effort_source, thinking, max_think, min_think, strategy, settings):
+def _reasoning(r: ReasoningOptions, t: _Thinking, default_cap: int) -> None:
     """The ``reasoning`` object overrides everything below it; it must not contradict itself."""
     disabled = r.enabled is False or r.effort == "none"
     cap = r.max_thinking_tokens if r.max_thinking_tokens is not None else r.max_tokens
@@ -238,43 +111,172 @@ def _apply_reasoning(r, effort, effort_source, thinking, max_think, min_think, s
             raise bad_request("reasoning is disabled but a thinking budget is set", param)
         if r.enabled is True:
             raise bad_request("reasoning.enabled is true but effort is 'none'", "reasoning.enabled")
-        return False, None, None, r.strategy or strategy
+        t.on, t.cap, t.floor = False, None, None
+        return
     if r.enabled is True and cap == 0:
         raise bad_request("reasoning.enabled is true but the thinking cap is 0", cap_param)
     if cap is not None:
-        thinking, max_think = cap > 0, cap
+        t.on, t.cap, t.cap_param = cap > 0, cap, cap_param
     if r.min_thinking_tokens is not None:
-        thinking, min_think = True, r.min_thinking_tokens
-        if cap is None and (max_think is None or max_think < min_think):
+        t.on, t.floor, t.floor_param = True, r.min_thinking_tokens, "reasoning.min_thinking_tokens"
+        if cap is None and (t.cap is None or t.cap < t.floor):
             # A minimum alone raises the default cap rather than contradicting it.
-            max_think = max(min_think, settings.defaults.max_thinking_tokens)
-    if r.enabled is True and not thinking:
-        thinking, max_think = True, settings.defaults.max_thinking_tokens
-    return thinking, max_think, min_think, r.strategy or strategy
+            t.cap = max(t.floor, default_cap)
+    if r.enabled is True and not t.on:
+        t.on, t.cap = True, default_cap
 
 
-def _check_strategy(strategy: str) -> None:
-    if strategy not in registry.KNOWN:
+def _thinking(req: ChatCompletionRequest, settings: Settings, effort: str, effort_source: str) -> _Thinking:
+    preset = settings.efforts[effort]
+    default_cap = settings.defaults.max_thinking_tokens
+    t = _Thinking(preset.thinking, preset.max_thinking_tokens, preset.min_thinking_tokens, effort_source)
+    _middle(req, t, default_cap)
+    r = req.reasoning
+    if r is not None:
+        _reasoning(r, t, default_cap)
+        if r.model_fields_set - {"exclude"}:
+            t.source = "reasoning"
+    if t.on and t.cap is None:
+        t.cap = default_cap
+    if t.cap == 0:
+        t.on, t.cap = False, None
+    if t.floor_param is None and t.floor is not None:
+        # A preset's minimum yields to a cap or an off switch the client chose.
+        t.floor = min(t.floor, t.cap) if t.on and t.cap is not None else None
+    if not t.on:
+        t.cap = None
+        if t.floor_param is None:
+            t.floor = None
+    return t
+
+
+def _max_tokens(req: ChatCompletionRequest, settings: Settings, t: _Thinking, window: Window | None
+                ) -> tuple[int, bool]:
+    """(max_tokens, whether the client set it): OpenAI's max_completion_tokens covers thinking
+    plus answer; a default leaves the answer its usual room on top of the thinking cap,
+    within the context window."""
+    asked = req.max_completion_tokens or req.max_tokens
+    max_tokens = asked if asked is not None else settings.defaults.max_tokens + (t.cap or 0)
+    if window is None:
+        return max_tokens, asked is not None
+    extra = window.thinking_overhead if t.on else 0
+    room = window.max_model_len - window.prompt_tokens - extra
+    n = window.max_model_len
+    if room < 1:
         raise bad_request(
-            f"unknown reasoning strategy {strategy!r}; use one of {', '.join(registry.KNOWN)}",
-            "reasoning.strategy",
-            "invalid_strategy",
-        )
-    if strategy not in registry.IMPLEMENTED:
+            f"This model's maximum context length is {n} tokens. However, your messages resulted in "
+            f"{window.prompt_tokens} tokens. Please reduce the length of the messages.",
+            "messages", "context_length_exceeded")
+    if asked is not None and asked > room:
+        param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
         raise bad_request(
-            f"reasoning strategy {strategy!r} is not implemented by this server yet",
-            "reasoning.strategy",
-            "strategy_not_implemented",
-        )
+            f"This model's maximum context length is {n} tokens. However, you requested "
+            f"{window.prompt_tokens + extra + asked} tokens ({window.prompt_tokens} in the messages, {asked} in "
+            f"the completion). Please reduce the length of the messages or completion.",
+            param, "context_length_exceeded")
+    return min(max_tokens, room), asked is not None
 
 
-def _check_budgets(thinking: bool, lo: int | None, hi: int | None, budget: int | None) -> None:
-    if lo is not None and not thinking:
+def _answer_reserve(t: _Thinking, max_tokens: int, reserve_cfg: int, strict: bool) -> str | None:
+    """Lower the thinking so the answer keeps ``min(reserve, max_tokens // 2)`` tokens
+    ("reasoning ate my max_tokens"); an explicit ``reasoning`` cap or minimum that
+    cannot fit beside it is a 400. A cap from Anthropic's or vLLM's controls is an
+    upper bound, and lowering it honours it; so is a cap the context window (not
+    the client's max_tokens, ``strict``) leaves no room for. Returns what was
+    changed, for the plan."""
+    if not t.on or t.cap is None:
+        return None
+    reserve = min(reserve_cfg, max(1, max_tokens // 2))
+    room = max_tokens - reserve
+    if t.cap <= room:
+        return None
+    if strict and t.cap_param is not None:
+        raise bad_request(f"{t.cap_param.split('.')[-1]} ({t.cap}) does not fit in max_tokens {max_tokens} beside "
+                          f"the {reserve} tokens kept for the answer; lower it or raise max_completion_tokens",
+                          t.cap_param)
+    if strict and t.floor_param is not None and t.floor is not None and t.floor > room:
+        raise bad_request(f"min_thinking_tokens ({t.floor}) does not fit in max_tokens {max_tokens} beside the "
+                          f"{reserve} tokens kept for the answer", t.floor_param)
+    was = t.cap
+    if room < 1:
+        t.on, t.cap, t.floor = False, None, None
+        return f"thinking off: max_tokens {max_tokens} leaves no room beside the answer reserve of {reserve}"
+    t.cap = room
+    if t.floor is not None:
+        t.floor = min(t.floor, room)
+    return f"max_thinking_tokens lowered from {was} to {room} to keep {reserve} of max_tokens {max_tokens} " \
+           f"for the answer"
+
+
+def _strategy_keys(r: ReasoningOptions | None) -> dict[str, Any]:
+    if r is None:
+        return {}
+    return {k: getattr(r, k) for k in r.model_fields_set if k not in SHARED_KEYS}
+
+
+def _check_foreign(keys: Mapping[str, Any], reads: Mapping[str, Any]) -> None:
+    """A strategy key the chosen strategy does not read is a 400 unless it says "off"."""
+    for key, value in keys.items():
+        if key in reads or value is None:
+            continue
+        neutral = {registry.get(name).keys.get(key, ANY) for name in registry.owners(key)}
+        if value in neutral - {ANY}:
+            continue
+        owners = registry.owners(key)
+        which = f"the {owners[0]} strategy" if len(owners) == 1 else f"one of the strategies {', '.join(owners)}"
+        raise bad_request(f"reasoning.{key} needs {which}", f"reasoning.{key}")
+
+
+def plan_request(req: ChatCompletionRequest, settings: Settings, window: Window | None = None) -> Plan:
+    try:
+        return _plan(req, settings, window)
+    except PlanError as exc:
+        raise bad_request(exc.message, exc.param, exc.code) from None
+
+
+def _plan(req: ChatCompletionRequest, settings: Settings, window: Window | None) -> Plan:
+    effort, effort_source = _effort(req, settings)
+    preset = settings.efforts[effort]
+    r = req.reasoning
+    t = _thinking(req, settings, effort, effort_source)
+    name = r.strategy if r is not None and r.strategy else preset.strategy
+    strategy = registry.get(name)
+    keys = _strategy_keys(r)
+    _check_foreign(keys, strategy.keys)
+    max_tokens, asked = _max_tokens(req, settings, t, window)
+    adjusted = _answer_reserve(t, max_tokens, settings.defaults.answer_reserve, asked)
+    budget = r.budget_tokens if r is not None and r.budget_tokens is not None else preset.budget_tokens
+    _check_budgets(t, budget)
+
+    def plan_row(row: Mapping[str, Any]) -> Plan:
+        """An ``auto`` level: planned like a client's reasoning object, in this request's budget."""
+        reasoning = {**row, **({"budget_tokens": r.budget_tokens} if r and r.budget_tokens is not None else {})}
+        sub = req.model_copy(update={"reasoning": ReasoningOptions(**reasoning), "reasoning_effort": None,
+                                     "thinking": None, "thinking_token_budget": None})
+        return _plan(sub, settings, window)
+
+    preset_keys = {k: v for k, v in preset.strategy_keys.items() if k in strategy.keys}
+    src = OptionSource(keys, preset_keys, settings.section(strategy.section), req.n, plan_row, registry.weight)
+    plan = Plan(
+        strategy=name, max_tokens=max_tokens, options=strategy.options(src), effort=effort, thinking=t.on,
+        max_thinking_tokens=t.cap, min_thinking_tokens=t.floor, budget_tokens=budget,
+        include_reasoning=not ((r is not None and r.exclude) or req.include_reasoning is False),
+        forcing=settings.thinking.forcing(), source=t.source, adjusted=(adjusted,) if adjusted else ())
+    heavy = strategy.weight(plan) * req.n
+    if heavy > settings.defaults.max_candidates:
+        raise bad_request(f"n x {strategy.weight_param.split('.')[-1]} needs {heavy} concurrent sequences, above "
+                          f"this server's limit of {settings.defaults.max_candidates} per request",
+                          strategy.weight_param)
+    return plan
+
+
+def _check_budgets(t: _Thinking, budget: int | None) -> None:
+    lo, hi = t.floor, t.cap
+    if lo is not None and not t.on:
         raise bad_request("min_thinking_tokens needs thinking enabled", "reasoning.min_thinking_tokens")
     if lo is not None and hi is not None and lo > hi:
         raise bad_request(
-            f"min_thinking_tokens ({lo}) is above max_thinking_tokens ({hi})", "reasoning.min_thinking_tokens"
-        )
+            f"min_thinking_tokens ({lo}) is above max_thinking_tokens ({hi})", "reasoning.min_thinking_tokens")
     if budget is not None and lo is not None and budget < lo:
         raise bad_request(f"budget_tokens ({budget}) is below min_thinking_tokens ({lo})", "reasoning.budget_tokens")
 
@@ -303,9 +305,18 @@ def sampling_for(req: ChatCompletionRequest, plan: Plan, choice: int, priority: 
 
 
 def check_presets(settings: Settings) -> None:
-    """Plan one request per effort and one ``auto`` request at start-up, so a bad
-    preset or auto table fails the server's start instead of a client's request."""
+    """Plan one request per effort and one per strategy at start-up, so a bad
+    preset or strategy table fails the server's start instead of a client's request."""
     base = {"model": "check", "messages": [{"role": "user", "content": "check"}]}
-    for effort in EFFORTS:
+    for effort, preset in settings.efforts.items():
+        try:
+            reads = registry.get(preset.strategy).keys
+        except PlanError as exc:
+            raise APIError(400, f"effort {effort!r}: {exc.message}", exc.param) from None
+        foreign = sorted(set(preset.strategy_keys) - set(reads))
+        if foreign:
+            raise bad_request(f"effort {effort!r}: {preset.strategy} does not read {foreign}",
+                              f"reasoning.{foreign[0]}")
         plan_request(ChatCompletionRequest.model_validate({**base, "reasoning_effort": effort}), settings)
-    plan_request(ChatCompletionRequest.model_validate({**base, "reasoning": {"strategy": "auto"}}), settings)
+    for name in registry.IMPLEMENTED:
+        plan_request(ChatCompletionRequest.model_validate({**base, "reasoning": {"strategy": name}}), settings)

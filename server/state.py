@@ -4,17 +4,31 @@ Created once at start-up and never written by a request.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
+
+from strategies.engine import Engine
 
 from .admission import Admission
 from .errors import APIError
 from .metrics import Metrics
+from .prompt import Renderer
 from .settings import Settings
 
+Followup = Callable[[str], tuple[int, ...]]
 
-def is_engine_unavailable(exc: BaseException) -> bool:
-    return type(exc).__name__ in ("EngineUnavailable", "EngineDeadError")
+
+class ServedEngine(Engine, Protocol):
+    """What the server needs of an engine beyond what strategies use: whether it
+    lives, how much work it holds (metrics, tests), and how to stop it."""
+
+    @property
+    def alive(self) -> bool: ...
+
+    def num_unfinished_requests(self) -> int: ...
+
+    def shutdown(self) -> None: ...
 
 
 @dataclass
@@ -22,13 +36,13 @@ class AppState:
     settings: Settings
     model_path: str
     metrics: Metrics = field(default_factory=Metrics)
-    engine: Any = None  # strategies.engine.Engine once started
+    engine: ServedEngine | None = None  # once started
     started_at: float = 0.0
     startup_error: str | None = None
-    # Set once the engine's tokenizer is known: the prompt renderer (server.prompt.Renderer)
-    # and question -> follow-up turn ids.
-    renderer: Any = None
-    followup: Any = None
+    # Set once the engine's tokenizer is known: the prompt renderer and
+    # question -> follow-up turn ids (judges, critiques).
+    renderer: Renderer | None = None
+    followup: Followup | None = None
     admission: Admission = field(init=False)
 
     def __post_init__(self) -> None:
@@ -45,14 +59,14 @@ class AppState:
         return ("reasoning_content", "reasoning") if mode == "both" else (mode,)
 
     def engine_ok(self) -> bool:
-        return self.engine is not None and getattr(self.engine, "alive", True)
+        return self.engine is not None and self.engine.alive
 
     def ready(self) -> bool:
         """What ``/ready`` says: the engine can generate and the server is not draining."""
         return self.engine_ok() and not self.admission.draining
 
-    def require_engine(self) -> Any:
-        if not self.engine_ok():
+    def require_engine(self) -> ServedEngine:
+        if self.engine is None or not self.engine_ok():
             what = "starting" if self.engine is None and not self.startup_error else "unavailable"
             raise APIError(503, f"the engine is {what}; retry later", code="engine_unavailable",
                            headers={"retry-after": "5"})

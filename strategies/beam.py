@@ -17,14 +17,73 @@ the shared steps.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from . import scoring
 from .context import RunContext
+from .descriptor import ANY, OptionSource, Strategy
 from .events import Answer, ChoiceDone, Event, Progress
-from .fanout import FanOut
+from .fanout import all_of
 from .generation import Generation
 from .plan import Plan
+from .trace import Trace
+
+
+class BeamConfig(BaseModel):
+    """configs/server.toml ``[beam]``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    beam_width: int = Field(ge=1, le=16)
+    expansions: int = Field(ge=1, le=8)
+    max_steps: int = Field(ge=1, le=64)
+    step_tokens: int = Field(ge=1)
+    step_delimiter: str = Field(min_length=1)
+    dvts: bool
+    process_question: str
+
+
+@dataclass(frozen=True)
+class BeamOptions:
+    beam_width: int
+    max_steps: int
+    expansions: int
+    step_tokens: int
+    step_delimiter: str
+    dvts: bool
+    judge_question: str
+
+    def public(self) -> dict[str, object]:
+        data = asdict(self)
+        data.pop("judge_question")
+        return data
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    step: int
+    expanded: int
+    kept: int
+    scores: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class BeamTrace(Trace):
+    strategy: str
+    beam_width: int
+    expansions: int
+    dvts: bool
+    steps: tuple[StepTrace, ...]
+    selected_score: float
+    finished: bool
+
+
+def read(src: OptionSource) -> BeamOptions:
+    cfg: BeamConfig = src.config
+    return BeamOptions(beam_width=src.get("beam_width", cfg.beam_width), max_steps=src.get("max_steps", cfg.max_steps),
+                       expansions=cfg.expansions, step_tokens=cfg.step_tokens, step_delimiter=cfg.step_delimiter,
+                       dvts=src.get("dvts", cfg.dvts), judge_question=cfg.process_question)
 
 
 @dataclass(frozen=True)
@@ -38,78 +97,65 @@ class Beam:
     tree: int = 0  # the subtree (DVTS); always 0 for plain beam search
 
 
-async def _expand(ctx: RunContext, plan: Plan, beam: Beam, name: str, room: int, k: int) -> AsyncIterator[Beam]:
+async def _expand(ctx: RunContext, plan: Plan, beam: Beam, name: str, room: int, k: int) -> Beam:
+    o: BeamOptions = plan.options  # type: ignore[assignment]
     ctx = ctx.candidate(k, None)  # its own seed: expansions of one beam must differ
-    sampling = ctx.phase_sampling(max_tokens=room, stop=(plan.step_delimiter,), logprobs=None)
-    gen = Generation(ctx, beam.ids, sampling, name, False)
-    async for _ in gen.run():
-        pass
+    sampling = ctx.phase_sampling(max_tokens=room, stop=(o.step_delimiter,), logprobs=None)
+    gen = await Generation(ctx, beam.ids, sampling, name, False).drain()
     eos = gen.finish_reason == "stop" and gen.stop_reason is None
     tokens = beam.tokens + len(gen.token_ids)
-    done = eos or tokens >= plan.max_tokens or (gen.finish_reason == "length" and room < plan.step_tokens)
+    done = eos or tokens >= plan.max_tokens or (gen.finish_reason == "length" and room < o.step_tokens)
     # vLLM drops the stop string from the text but not from the ids: put it back.
-    text = beam.text + gen.answer + (plan.step_delimiter if gen.stop_reason == plan.step_delimiter else "")
-    yield Beam(gen.continuation_ids(drop=ctx.engine.info.eos_token_ids), text, tokens, done, 0.0,
-               gen.finish_reason or "stop", beam.tree)
+    text = beam.text + gen.answer + (o.step_delimiter if gen.stop_reason == o.step_delimiter else "")
+    return Beam(gen.continuation_ids(drop=ctx.engine.info.eos_token_ids), text, tokens, done, 0.0,
+                gen.finish_reason or "stop", beam.tree)
 
 
-async def _score(ctx: RunContext, plan: Plan, beam: Beam, name: str) -> AsyncIterator[Beam]:
-    score, _ = await scoring.judge(ctx, beam.text, plan.judge_question, name)
-    yield Beam(beam.ids, beam.text, beam.tokens, beam.done, score, beam.finish_reason, beam.tree)
+async def _score(ctx: RunContext, question: str, beam: Beam, name: str) -> Beam:
+    return replace(beam, score=await scoring.judge(ctx, beam.text, question, name))
 
 
-async def _all(ctx: RunContext, jobs: dict[str, AsyncIterator[Beam]]) -> dict[str, Beam]:
-    """Run every job at once (one engine batch); their single results by key."""
-    fan, out = FanOut(), {}
-    try:
-        for key, job in jobs.items():
-            fan.start(key, job)
-        async for key, beam, done in fan.events():
-            if not done:
-                out[key] = beam
-    finally:
-        await fan.aclose()
-    return out
-
-
-def _select(pool: list[Beam], plan: Plan) -> list[Beam]:
+def _select(pool: list[Beam], o: BeamOptions) -> list[Beam]:
     """The top ``beam_width`` by score; with DVTS, the best of each subtree."""
     ranked = sorted(pool, key=lambda b: -b.score)
-    if not plan.dvts:
-        return ranked[: plan.beam_width]
+    if not o.dvts:
+        return ranked[: o.beam_width]
     best: dict[int, Beam] = {}
     for b in ranked:
         best.setdefault(b.tree, b)
     return sorted(best.values(), key=lambda b: -b.score)
 
 
-async def beam_search(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
-    beams = [Beam(ctx.prompt_ids, tree=t) for t in range(plan.beam_width if plan.dvts else 1)]
-    steps: list[dict] = []
-    for step in range(plan.max_steps):
+async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
+    o: BeamOptions = plan.options  # type: ignore[assignment]
+    beams = [Beam(ctx.prompt_ids, tree=t) for t in range(o.beam_width if o.dvts else 1)]
+    steps: list[StepTrace] = []
+    for step in range(o.max_steps):
         live = [b for b in beams if not b.done]
         if not live:
             break
-        n = len(live) * plan.expansions
+        n = len(live) * o.expansions
         # Every expansion is then judged with one generated token: keep that inside budget_tokens too.
-        room = (ctx.ledger.cap((plan.step_tokens + 1) * n) - n) // n
-        room = min(room, plan.step_tokens, ctx.engine.info.max_model_len - max(len(b.ids) for b in live) - 1)
+        share = (ctx.ledger.cap((o.step_tokens + 1) * n) - n) // n
+        room = ctx.room(max(len(b.ids) for b in live), min(share, o.step_tokens))
         if room <= 0:
             break
         # min(): a beam never grows past max_tokens.
-        jobs = {f"s{step}b{i}e{e}": _expand(ctx, plan, b, f"s{step}b{i}e{e}", min(room, plan.max_tokens - b.tokens),
-                                            (step * len(live) + i) * plan.expansions + e)
-                for i, b in enumerate(live) for e in range(plan.expansions)}
-        grown = await _all(ctx, jobs)
-        scored = await _all(ctx, {k: _score(ctx, plan, b, f"{k}j") for k, b in grown.items()})
-        pool = [b for b in beams if b.done] + list(scored.values())
-        beams = _select(pool, plan)
-        steps.append({"step": step, "expanded": len(grown), "kept": len(beams),
-                      "scores": [round(b.score, 4) for b in beams]})
+        grown = await all_of({f"s{step}b{i}e{e}": _expand(ctx, plan, b, f"s{step}b{i}e{e}",
+                                                        min(room, plan.max_tokens - b.tokens),
+                                                        (step * len(live) + i) * o.expansions + e)
+                            for i, b in enumerate(live) for e in range(o.expansions)})
+        scored = await all_of({k: _score(ctx, o.judge_question, b, f"{k}j") for k, b in grown.items()})
+        beams = _select([b for b in beams if b.done] + list(scored.values()), o)
+        steps.append(StepTrace(step, len(grown), len(beams), tuple(round(b.score, 4) for b in beams)))
         yield Progress(ctx.choice, {"step": step, "beams": len(beams), "best": round(beams[0].score, 4)})
     best = max(beams, key=lambda b: (b.done, b.score))
     yield Answer(ctx.choice, best.text.rstrip())
-    yield ChoiceDone(ctx.choice, best.finish_reason if best.done else "length",
-                     {"strategy": "beam_search", "beam_width": plan.beam_width, "expansions": plan.expansions,
-                      "dvts": plan.dvts,
-                      "steps": steps, "selected_score": best.score, "finished": best.done})
+    yield ChoiceDone(ctx.choice, best.finish_reason if best.done else "length", BeamTrace(
+        plan.strategy, o.beam_width, o.expansions, o.dvts, tuple(steps), best.score, best.done))
+
+
+STRATEGY = Strategy(
+    name="beam_search", run=run, read=read, keys={"beam_width": ANY, "max_steps": ANY, "dvts": ANY},
+    section="beam", config=BeamConfig, weight_param="reasoning.beam_width",
+    weight=lambda plan: plan.options.beam_width * plan.options.expansions)  # type: ignore[attr-defined]

@@ -1,11 +1,20 @@
 """What a strategy run gets: the engine, the prompt and this choice's ledger."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .engine import Engine, Sampling
 from .ledger import Ledger
+
+if TYPE_CHECKING:
+    from .events import Event
+    from .plan import Plan
+
+# Runs any plan (the registry's lookup, handed in by the runner so that a
+# strategy which runs another one, like ``auto``, needs no import of the registry).
+Dispatch = Callable[["RunContext", "Plan"], AsyncIterator["Event"]]
 
 
 @dataclass(frozen=True)
@@ -29,10 +38,18 @@ class RunContext:
     # open the next assistant turn (the chat template's follow-up); for judges
     # and critique rounds.
     followup: Callable[[str], tuple[int, ...]] | None = None
+    dispatch: Dispatch | None = None
 
     def sub_id(self, name: str) -> str:
         """A unique engine request id for one phase of this choice (or candidate)."""
         return f"{self.request_id}-c{self.choice}{self.tag}-{name}"
+
+    def room(self, prompt_len: int, limit: int, reserve: int = 0) -> int:
+        """Tokens the next engine request may generate: at most ``limit``, within
+        what ``budget_tokens`` has left, and within the context window after
+        ``prompt_len`` prompt tokens and ``reserve`` tokens that must still fit
+        after it (ids the server will insert, the answer's first token)."""
+        return self.ledger.cap(min(limit, self.engine.info.max_model_len - prompt_len - reserve))
 
     def candidate(self, k: int, budget: int | None, logprobs: int | None = None) -> RunContext:
         """The context of candidate ``k``: its own seed, ids and budget share.

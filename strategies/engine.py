@@ -55,6 +55,14 @@ class Delta:
     cached_tokens: int | None = None
 
 
+class EngineUnavailable(RuntimeError):
+    """The engine died, is shutting down or cannot be reached: the request gets a 503.
+
+    Every Engine raises this (and only this) for unavailability, so the server
+    recognises it by type, whatever engine runs underneath.
+    """
+
+
 class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 

@@ -5,9 +5,10 @@ stream, which is why they agree.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .engine import TokenLogprob
+from .trace import Trace
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Progress:
 class ChoiceDone:
     choice: int
     finish_reason: str
-    trace: dict[str, object] = field(default_factory=dict)
+    trace: Trace
 
 
 Event = Thinking | Answer | Progress | ChoiceDone

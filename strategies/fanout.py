@@ -1,4 +1,5 @@
-"""Run several async event streams at once and merge them, with cancellation.
+"""Run work at once: event streams merged with cancellation (``FanOut``), and
+jobs that fan out once (``all_of``).
 
 Used for the choices of a request and for the candidates of a parallel
 strategy: everything is submitted to the engine together (so it batches), and
@@ -8,10 +9,30 @@ which closes its stream and so aborts its engine requests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Hashable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Hashable, Mapping
+from typing import Any, TypeVar
 
 _DONE = object()
+K = TypeVar("K")
+T = TypeVar("T")
+
+
+async def all_of(jobs: Mapping[K, Awaitable[T]]) -> dict[K, T]:
+    """Run every job at once (so the engine batches them); their results by key.
+
+    Work that fans out once and streams nothing (judges, beam expansions). The
+    first failure cancels the others and is raised as it is, not wrapped in an
+    ExceptionGroup, so the server still tells an engine that died from a bug.
+    """
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = {key: group.create_task(job) for key, job in jobs.items()}  # type: ignore[arg-type]
+    except BaseExceptionGroup as group_error:
+        first: BaseException = group_error
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+    return {key: task.result() for key, task in tasks.items()}
 
 
 class FanOut:

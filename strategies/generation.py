@@ -1,20 +1,42 @@
 """One engine request, consumed delta by delta into channel events.
 
 A :class:`Generation` charges every token to the ledger as it arrives, routes
-text through a :class:`ThinkSplitter`, and remembers the token ids it produced
-so the next phase can continue from them without re-tokenizing.
+text through a :class:`ThinkSplitter`, and ends with what it produced
+(:class:`Generated`): the token ids, so the next phase can continue from them
+without re-tokenizing, and how the request ended.
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
 
 from .context import RunContext
 from .engine import Delta, Sampling
 from .events import Answer, Event, Thinking
+from .phase import Phase
 from .splitter import ThinkSplitter
 
 
-class Generation:
+@dataclass(frozen=True)
+class Generated:
+    """What one engine request produced."""
+
+    prompt_ids: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    finish_reason: str | None
+    stop_reason: int | str | None
+    thinking: str
+    answer: str
+
+    def continuation_ids(self, drop: Sequence[int] = ()) -> tuple[int, ...]:
+        """Prompt plus what was generated, minus a trailing token in ``drop`` (eos)."""
+        ids = self.token_ids
+        if ids and ids[-1] in drop:
+            ids = ids[:-1]
+        return self.prompt_ids + ids
+
+
+class Generation(Phase[Generated]):
     def __init__(
         self,
         ctx: RunContext,
@@ -23,19 +45,20 @@ class Generation:
         name: str,
         thinking: bool,
     ) -> None:
+        super().__init__()
         self.ctx = ctx
         self.prompt_ids = tuple(prompt_ids)
         self.sampling = sampling
         self.request_id = ctx.sub_id(name)
         info = ctx.engine.info
         self.splitter = ThinkSplitter(info.think_open, info.think_close, start_in_thinking=thinking)
-        self.token_ids: list[int] = []
-        self.finish_reason: str | None = None
-        self.stop_reason: int | str | None = None
-        self.thinking_text: list[str] = []
-        self.answer_text: list[str] = []
+        self._token_ids: list[int] = []
+        self._finish_reason: str | None = None
+        self._stop_reason: int | str | None = None
+        self._thinking_text: list[str] = []
+        self._answer_text: list[str] = []
 
-    async def run(self) -> AsyncIterator[Event]:
+    async def _run(self) -> AsyncGenerator[Event, None]:
         """Stream the request; thinking and answer events for this choice."""
         stream = self.ctx.engine.generate(self.prompt_ids, self.sampling, self.request_id)
         try:
@@ -46,14 +69,23 @@ class Generation:
             await stream.aclose()  # type: ignore[attr-defined]
         for event in self._emit(self.splitter.finish(), None, 0):
             yield event
+        self._finish(Generated(self.prompt_ids, tuple(self._token_ids), self._finish_reason, self._stop_reason,
+                               "".join(self._thinking_text), "".join(self._answer_text)))
+
+    async def drain(self) -> Generated:
+        """Run to the end without passing events on (a beam expansion)."""
+        async with self as events:
+            async for _ in events:
+                pass
+        return self.result
 
     def _feed(self, delta: Delta) -> list[Event]:
         if delta.prompt_tokens is not None:
             self.ctx.ledger.feed_prompt(delta.prompt_tokens, delta.cached_tokens or 0)
-        self.token_ids.extend(delta.token_ids)
+        self._token_ids.extend(delta.token_ids)
         if delta.finish_reason is not None:
-            self.finish_reason = delta.finish_reason
-            self.stop_reason = delta.stop_reason
+            self._finish_reason = delta.finish_reason
+            self._stop_reason = delta.stop_reason
         channel_before = self.splitter.channel
         segments = self.splitter.feed(delta.text)
         self._charge(channel_before, segments, len(delta.token_ids))
@@ -82,28 +114,13 @@ class Generation:
         events: list[Event] = []
         for channel, text in segments:
             if channel == "thinking":
-                self.thinking_text.append(text)
+                self._thinking_text.append(text)
                 events.append(Thinking(choice, text, logprobs=logprobs))
             else:
-                self.answer_text.append(text)
+                self._answer_text.append(text)
                 events.append(Answer(choice, text, logprobs))
             logprobs = None  # attach a delta's logprobs once
         if logprobs and not segments and n:  # text held back: keep the logprobs on their channel
             cls = Thinking if self.splitter.channel == "thinking" else Answer
             events.append(cls(choice, "", logprobs=logprobs))
         return events
-
-    def continuation_ids(self, drop: Sequence[int] = ()) -> tuple[int, ...]:
-        """Prompt plus what was generated, minus a trailing stop/eos token."""
-        ids = list(self.token_ids)
-        if ids and ids[-1] in drop:
-            ids.pop()
-        return self.prompt_ids + tuple(ids)
-
-    @property
-    def thinking(self) -> str:
-        return "".join(self.thinking_text)
-
-    @property
-    def answer(self) -> str:
-        return "".join(self.answer_text)

@@ -13,85 +13,137 @@ as reasoning tokens; discarded drafts count as completion tokens.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from .answers import answer_key
 from .context import RunContext
+from .descriptor import OptionSource, Strategy
 from .events import Answer, ChoiceDone, Event, Thinking
-from .generation import Generation
+from .generation import Generated, Generation
+from .phase import Phase
 from .plan import Plan
-from .thinking import Thought, think
+from .thinking import Think
+from .trace import ThinkingTrace, Trace, optional
 
 
-async def _turn(ctx: RunContext, ids: tuple[int, ...], name: str, plan: Plan, label: str,
-                trace: list) -> AsyncIterator[Event | Generation]:
-    """One model turn: its text streams as thinking under ``label``; yields the Generation last."""
-    room = ctx.ledger.cap(min(plan.max_tokens, ctx.engine.info.max_model_len - len(ids) - 1))
-    if room <= 0:
-        return
-    yield Thinking(ctx.choice, f"\n[{label}]\n")
-    gen = Generation(ctx, ids, ctx.phase_sampling(max_tokens=room, logprobs=None), name,
-                     thinking=label == "critique")
-    async with aclosing(gen.run()) as events:
-        async for e in events:
-            if isinstance(e, (Thinking, Answer)) and e.text:
-                yield Thinking(ctx.choice, e.text)
-    trace.append({"turn": label, "tokens": len(gen.token_ids), "finish_reason": gen.finish_reason,
-                  "text": (gen.thinking or gen.answer)[:2000]})
-    yield gen
+class RevisionConfig(BaseModel):
+    """configs/server.toml ``[revision]``: the prompts are data, not code."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    rounds: int = Field(ge=0, le=16)
+    critique_prompt: str
+    revise_prompt: str
+    # Found in a critique (regex), it means "no error": the rounds stop.
+    critique_ok: str
 
 
-def _ids(gen: Generation, ctx: RunContext) -> tuple[int, ...]:
+@dataclass(frozen=True)
+class RevisionOptions:
+    rounds: int
+    critique_prompt: str
+    revise_prompt: str
+    critique_ok: str
+
+    def public(self) -> dict[str, object]:
+        return {"rounds": self.rounds}
+
+
+@dataclass(frozen=True)
+class TurnTrace:
+    turn: str  # "draft" | "critique" | "revision"
+    tokens: int
+    finish_reason: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class RevisionTrace(Trace):
+    strategy: str
+    rounds_run: int
+    stopped: str
+    turns: tuple[TurnTrace, ...]
+    answer: str | None
+    thinking: ThinkingTrace | None = optional()
+
+
+def read(src: OptionSource) -> RevisionOptions:
+    cfg: RevisionConfig = src.config
+    return RevisionOptions(src.get("rounds", cfg.rounds), cfg.critique_prompt, cfg.revise_prompt, cfg.critique_ok)
+
+
+class Turn(Phase["Generated | None"]):
+    """One model turn; its text streams as thinking under ``label``. None: no room left."""
+
+    def __init__(self, ctx: RunContext, ids: tuple[int, ...], name: str, plan: Plan, label: str,
+                 turns: list[TurnTrace]) -> None:
+        super().__init__()
+        self.ctx, self.ids, self.name, self.plan, self.label, self.turns = ctx, ids, name, plan, label, turns
+
+    async def _run(self) -> AsyncGenerator[Event, None]:
+        ctx = self.ctx
+        room = ctx.room(len(self.ids), self.plan.max_tokens)
+        if room <= 0:
+            self._finish(None)
+            return
+        yield Thinking(ctx.choice, f"\n[{self.label}]\n")
+        gen = Generation(ctx, self.ids, ctx.phase_sampling(max_tokens=room, logprobs=None), self.name,
+                         thinking=self.label == "critique")
+        async with gen as events:
+            async for e in events:
+                if isinstance(e, (Thinking, Answer)) and e.text:
+                    yield Thinking(ctx.choice, e.text)
+        done = gen.result
+        self.turns.append(TurnTrace(self.label, len(done.token_ids), done.finish_reason,
+                                    (done.thinking or done.answer)[:2000]))
+        self._finish(done)
+
+
+def _ids(gen: Generated, ctx: RunContext) -> tuple[int, ...]:
     return gen.continuation_ids(drop=ctx.engine.info.eos_token_ids)
 
 
-async def revision(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
+async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
+    o: RevisionOptions = plan.options  # type: ignore[assignment]
     if ctx.followup is None:
         raise ValueError("revision needs the chat template's follow-up turn")
-    rounds: list[dict] = []
-    ids = ctx.prompt_ids
-    thought = None
+    turns: list[TurnTrace] = []
+    ids, thinking = ctx.prompt_ids, None
     if plan.thinking:
-        thought = Thought()
-        async with aclosing(think(ctx, plan, thought)) as events:
+        think = Think(ctx, plan)
+        async with think as events:
             async for event in events:
                 yield event
-        ids = thought.ids
-    answer, stop_reason = None, "rounds exhausted"
-    async for item in _turn(ctx, ids, "draft", plan, "draft", rounds):
-        if isinstance(item, Generation):
-            answer = item
-        else:
-            yield item
-    if answer is None:  # no room for a draft: the same trace keys as below
-        trace = {"strategy": "revision", "rounds_run": 0, "stopped": "budget", "turns": rounds, "answer": None}
-        if thought is not None:
-            trace["thinking"] = thought.trace()
-        yield ChoiceDone(ctx.choice, "length", trace)
+        ids, thinking = think.result.ids, think.result.trace
+    draft = Turn(ctx, ids, "draft", plan, "draft", turns)
+    async with draft as events:
+        async for event in events:
+            yield event
+    answer = draft.result
+    if answer is None:  # no room for a draft
+        yield ChoiceDone(ctx.choice, "length", RevisionTrace(plan.strategy, 0, "budget", (), None, thinking))
         return
-    for r in range(plan.rounds):
-        conv = _ids(answer, ctx)
-        critique = None
-        async for item in _turn(ctx, conv + ctx.followup(plan.critique_prompt), f"critique{r}", plan,
-                                "critique", rounds):
-            if isinstance(item, Generation):
-                critique = item
-            else:
-                yield item
-        if critique is None:
+    stop_reason = "rounds exhausted"
+    for r in range(o.rounds):
+        critique = Turn(ctx, _ids(answer, ctx) + ctx.followup(o.critique_prompt), f"critique{r}", plan, "critique",
+                        turns)
+        async with critique as events:
+            async for event in events:
+                yield event
+        said = critique.result
+        if said is None:
             stop_reason = "budget"
             break
-        if plan.critique_ok and re.search(plan.critique_ok, critique.thinking + critique.answer):
+        if o.critique_ok and re.search(o.critique_ok, said.thinking + said.answer):
             stop_reason = "critique found no error"
             break
-        revised = None
-        async for item in _turn(ctx, _ids(critique, ctx) + ctx.followup(plan.revise_prompt), f"revise{r}",
-                                plan, "revision", rounds):
-            if isinstance(item, Generation):
-                revised = item
-            else:
-                yield item
+        revise = Turn(ctx, _ids(said, ctx) + ctx.followup(o.revise_prompt), f"revise{r}", plan, "revision", turns)
+        async with revise as events:
+            async for event in events:
+                yield event
+        revised = revise.result
         if revised is None:
             stop_reason = "budget"
             break
@@ -101,8 +153,10 @@ async def revision(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
             stop_reason = "answer unchanged"
             break
     yield Answer(ctx.choice, answer.answer)
-    trace = {"strategy": "revision", "rounds_run": sum(1 for t in rounds if t["turn"] == "critique"),
-             "stopped": stop_reason, "turns": rounds, "answer": answer_key(answer.answer)}
-    if thought is not None:
-        trace["thinking"] = thought.trace()
-    yield ChoiceDone(ctx.choice, answer.finish_reason or "stop", trace)
+    rounds_run = sum(1 for t in turns if t.turn == "critique")
+    yield ChoiceDone(ctx.choice, answer.finish_reason or "stop", RevisionTrace(
+        plan.strategy, rounds_run, stop_reason, tuple(turns), answer_key(answer.answer), thinking))
+
+
+STRATEGY = Strategy(name="revision", run=run, read=read, keys={"rounds": 0}, section="revision",
+                    config=RevisionConfig)

@@ -17,9 +17,25 @@ from collections.abc import Sequence
 
 from .context import RunContext
 from .engine import TokenLogprob
+from .errors import PlanError
+from .generation import Generation
 
 CONFIDENCE_TOP_K = 5
 GROUP = 32
+SCORERS = ("confidence", "self_judge", "reward_model")
+
+
+def check_scorer(scorer: str | None) -> None:
+    """A scorer the API knows and this server runs (a 400 otherwise)."""
+    if scorer is None:
+        return
+    if scorer not in SCORERS:
+        raise PlanError(f"unknown scorer {scorer!r}; use one of {', '.join(SCORERS)}", "reasoning.scorer")
+    if scorer == "reward_model":
+        # A reward model served by vLLM's pooling runner is planned for GPU
+        # deployments; until it exists the scorer is refused, never faked.
+        raise PlanError("the reward_model scorer is not available on this server; use confidence or self_judge",
+                        "reasoning.scorer", "scorer_not_available")
 
 
 def token_confidence(lp: TokenLogprob, k: int = CONFIDENCE_TOP_K) -> float:
@@ -55,23 +71,16 @@ def _yes_probability(lp: TokenLogprob | None) -> float:
     return yes / (yes + no) if yes + no > 0 else 0.0
 
 
-async def judge(ctx: RunContext, answer_text: str, question: str, index: int) -> tuple[float, int]:
-    """Score one candidate answer with the model itself: (P(yes), tokens generated)."""
+async def judge(ctx: RunContext, answer_text: str, question: str, index: int | str) -> float:
+    """Score one candidate answer with the model itself: P(yes) (its token is charged to the ledger)."""
     if ctx.followup is None:
         raise ValueError("self_judge needs the chat template's follow-up turn")
     ids = ctx.prompt_ids + tuple(ctx.engine.tokenizer.encode(answer_text)) + ctx.followup(question)
     sampling = ctx.phase_sampling(max_tokens=1, temperature=0.0, stop=(), logprobs=20, seed=None)
+    gen = Generation(ctx, ids, sampling, f"judge{index}", False)
     first: TokenLogprob | None = None
-    generated = 0
-    stream = ctx.engine.generate(ids, sampling, ctx.sub_id(f"judge{index}"))
-    try:
-        async for delta in stream:
-            if delta.prompt_tokens is not None:
-                ctx.ledger.feed_prompt(delta.prompt_tokens, delta.cached_tokens or 0)
-            generated += len(delta.token_ids)
-            if delta.logprobs and first is None:
-                first = delta.logprobs[0]
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
-    ctx.ledger.feed_answer(generated)
-    return _yes_probability(first), generated
+    async with gen as events:
+        async for event in events:
+            if first is None and event.logprobs:
+                first = event.logprobs[0]
+    return _yes_probability(first)

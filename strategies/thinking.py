@@ -19,43 +19,26 @@ is streamed on the thinking channel but is not counted as generated.
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import aclosing
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 
 from .context import RunContext
 from .events import Event, Thinking
-from .generation import Generation
+from .generation import Generated, Generation
+from .phase import Phase
 from .plan import Plan
+from .trace import ThinkingTrace
 
 
-@dataclass
+@dataclass(frozen=True)
 class Thought:
     """Where the thinking ended: the ids to continue from, and what happened."""
 
-    ids: tuple[int, ...] = ()
-    tokens: int = 0
-    closed_by_model: bool = False
-    cut_by_budget: bool = False
-    forced_continuations: int = 0
-    nudged: bool = False
-    requests: int = 0
-    finish_reason: str | None = None  # of the last thinking request
-    inserted: list[str] = field(default_factory=list)
-
-    def trace(self) -> dict[str, object]:
-        return {
-            "tokens": self.tokens,
-            "finish_reason": self.finish_reason,
-            "cut_by_budget": self.cut_by_budget,
-            "closed_by_model": self.closed_by_model,
-            "forced_continuations": self.forced_continuations,
-            "nudged": self.nudged,
-            "engine_requests": self.requests,
-        }
+    ids: tuple[int, ...]
+    trace: ThinkingTrace
 
 
-def _strip_end(ctx: RunContext, gen: Generation) -> tuple[int, ...]:
+def _strip_end(ctx: RunContext, gen: Generated) -> tuple[int, ...]:
     """The generated ids without the model's end of thinking (tag or eos)."""
     info, tok = ctx.engine.info, ctx.engine.tokenizer
     ids = list(gen.token_ids)
@@ -70,69 +53,77 @@ def _strip_end(ctx: RunContext, gen: Generation) -> tuple[int, ...]:
     return tuple(ids)
 
 
-def _room(ctx: RunContext, plan: Plan, thought: Thought, ids_len: int, reserve: int) -> int:
-    """Tokens the next thinking request may generate: within the cap, max_tokens,
-    budget_tokens, and the context window (keeping ``reserve`` for what the
-    server still has to insert and at least one answer token)."""
-    cap = plan.max_thinking_tokens if plan.max_thinking_tokens is not None else plan.max_tokens
-    left = min(cap - thought.tokens, plan.max_tokens - ctx.ledger.generated,
-               ctx.engine.info.max_model_len - ids_len - reserve - 1)
-    return ctx.ledger.cap(left)
+class Think(Phase[Thought]):
+    """The thinking phase of one choice (or candidate); its result is a :class:`Thought`."""
 
+    def __init__(self, ctx: RunContext, plan: Plan) -> None:
+        super().__init__()
+        self.ctx, self.plan = ctx, plan
+        self.tokens = 0
+        self.requests = 0
+        self.continuations = 0
+        self.nudged = False
 
-async def think(ctx: RunContext, plan: Plan, thought: Thought) -> AsyncIterator[Event]:
-    """Run the thinking phase, filling ``thought``; yields thinking events."""
-    tok = ctx.engine.tokenizer
-    ids = ctx.prompt_ids + ctx.think_prefix_ids
-    wrapup = tuple(tok.encode(plan.wrapup)) if plan.wrapup else ()
-    reserve = len(wrapup) + len(ctx.think_suffix_ids)
-    while True:
-        room = _room(ctx, plan, thought, len(ids), reserve)
-        if room <= 0:
-            thought.cut_by_budget = True
-            break
-        nudge_now = bool(plan.nudge) and not thought.nudged and room > plan.nudge_before > 0
-        limit = room - plan.nudge_before if nudge_now else room
-        name = f"think{thought.requests}" if thought.requests else "think"
-        gen = Generation(ctx, ids, _sampling(ctx, limit), name, True)
-        thought.requests += 1
-        async with aclosing(gen.run()) as events:
-            async for event in events:
-                yield event
-        thought.tokens += len(gen.token_ids)
-        thought.finish_reason = gen.finish_reason
-        if gen.finish_reason == "length":
-            ids = gen.continuation_ids()
-            if nudge_now:
-                thought.nudged = True
-                ids += tuple(tok.encode(plan.nudge))
-                yield _inserted(ctx, thought, plan.nudge)
+    def _room(self, ids_len: int, reserve: int) -> int:
+        """Within the cap, max_tokens, budget_tokens and the context window, keeping
+        ``reserve`` for what the server still inserts and one token for the answer."""
+        plan, ledger = self.plan, self.ctx.ledger
+        cap = plan.max_thinking_tokens if plan.max_thinking_tokens is not None else plan.max_tokens
+        return self.ctx.room(ids_len, min(cap - self.tokens, plan.max_tokens - ledger.generated), reserve + 1)
+
+    async def _run(self) -> AsyncGenerator[Event, None]:
+        ctx, plan, forcing = self.ctx, self.plan, self.plan.forcing
+        tok = ctx.engine.tokenizer
+        ids = ctx.prompt_ids + ctx.think_prefix_ids
+        wrapup = tuple(tok.encode(forcing.wrapup)) if forcing.wrapup else ()
+        reserve = len(wrapup) + len(ctx.think_suffix_ids)
+        closed = cut = False
+        finish_reason: str | None = None
+        while True:
+            room = self._room(len(ids), reserve)
+            if room <= 0:
+                cut = True
+                break
+            nudge_now = bool(forcing.nudge) and not self.nudged and room > forcing.nudge_before > 0
+            limit = room - forcing.nudge_before if nudge_now else room
+            gen = Generation(ctx, ids, _sampling(ctx, limit), f"think{self.requests}" if self.requests else "think",
+                             True)
+            self.requests += 1
+            async with gen as events:
+                async for event in events:
+                    yield event
+            done = gen.result
+            self.tokens += len(done.token_ids)
+            finish_reason = done.finish_reason
+            if done.finish_reason == "length":
+                ids = done.continuation_ids()
+                if nudge_now:
+                    self.nudged = True
+                    ids += tuple(tok.encode(forcing.nudge))
+                    yield Thinking(ctx.choice, forcing.nudge)
+                    continue
+                cut = True
+                break
+            body = done.prompt_ids + _strip_end(ctx, done)
+            short = plan.min_thinking_tokens is not None and self.tokens < plan.min_thinking_tokens
+            extend = tuple(tok.encode(forcing.continuation))
+            if (short and self.continuations < forcing.max_continuations
+                    and self._room(len(body) + len(extend), reserve) > 0):
+                self.continuations += 1
+                ids = body + extend
+                yield Thinking(ctx.choice, forcing.continuation)
                 continue
-            thought.cut_by_budget = True
+            closed = done.stop_reason == ctx.engine.info.think_close
+            ids = done.continuation_ids() if closed else body
             break
-        body = gen.prompt_ids + _strip_end(ctx, gen)
-        short = plan.min_thinking_tokens is not None and thought.tokens < plan.min_thinking_tokens
-        extend = tuple(tok.encode(plan.continuation))
-        if (short and thought.forced_continuations < plan.max_continuations
-                and _room(ctx, plan, thought, len(body) + len(extend), reserve) > 0):
-            thought.forced_continuations += 1
-            ids = body + extend
-            yield _inserted(ctx, thought, plan.continuation)
-            continue
-        thought.closed_by_model = gen.stop_reason == ctx.engine.info.think_close
-        ids = gen.continuation_ids() if thought.closed_by_model else body
-        break
-    if not thought.closed_by_model:
-        if thought.cut_by_budget and wrapup:
-            ids += wrapup
-            yield _inserted(ctx, thought, plan.wrapup)
-        ids += ctx.think_suffix_ids
-    thought.ids = ids
-
-
-def _inserted(ctx: RunContext, thought: Thought, text: str) -> Thinking:
-    thought.inserted.append(text)
-    return Thinking(ctx.choice, text)
+        if not closed:
+            if cut and wrapup:
+                ids += wrapup
+                yield Thinking(ctx.choice, forcing.wrapup)
+            ids += ctx.think_suffix_ids
+        self._finish(Thought(ids, ThinkingTrace(
+            tokens=self.tokens, finish_reason=finish_reason, cut_by_budget=cut, closed_by_model=closed,
+            forced_continuations=self.continuations, nudged=self.nudged, engine_requests=self.requests)))
 
 
 def _sampling(ctx: RunContext, max_tokens: int):

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from vllm import SamplingParams
@@ -22,59 +21,24 @@ from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
-from strategies.engine import Delta, ModelInfo, Sampling, TokenLogprob
+from server.settings import EngineSection
+from strategies.engine import Delta, EngineUnavailable, ModelInfo, Sampling, TokenLogprob
 
 log = logging.getLogger("ponder.engine")
 
 
-class EngineUnavailable(RuntimeError):
-    """The engine died or is shutting down: the request gets a 503."""
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    model: str
-    served_model_name: str
-    max_model_len: int = 2048
-    kv_cache_space_gib: int | None = 2
-    enable_prefix_caching: bool = True
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
-    data_parallel_size: int = 1
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int | None = None
-    dtype: str = "auto"
-    seed: int = 0
-    gpu_memory_utilization: float = 0.9
-    enforce_eager: bool = False
-    scheduling_policy: str = "priority"
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def engine_args(self) -> AsyncEngineArgs:
-        if self.kv_cache_space_gib is not None:
-            # The CPU build sizes its KV cache from this variable (GiB); the
-            # CUDA build ignores it and uses gpu_memory_utilization.
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_space_gib))
-        kwargs: dict[str, Any] = dict(
-            model=self.model,
-            served_model_name=[self.served_model_name],
-            max_model_len=self.max_model_len,
-            enable_prefix_caching=self.enable_prefix_caching,
-            tensor_parallel_size=self.tensor_parallel_size,
-            pipeline_parallel_size=self.pipeline_parallel_size,
-            data_parallel_size=self.data_parallel_size,
-            max_num_seqs=self.max_num_seqs,
-            dtype=self.dtype,
-            seed=self.seed,
-            gpu_memory_utilization=self.gpu_memory_utilization,
-            enforce_eager=self.enforce_eager,
-            scheduling_policy=self.scheduling_policy,
-            disable_log_stats=False,
-        )
-        if self.max_num_batched_tokens is not None:
-            kwargs["max_num_batched_tokens"] = self.max_num_batched_tokens
-        kwargs.update(self.extra)
-        return AsyncEngineArgs(**kwargs)
+def engine_args(engine: EngineSection, model: str, served_model_name: str) -> AsyncEngineArgs:
+    """vLLM's engine arguments from the ``[engine]`` settings (the one source of them)."""
+    if engine.kv_cache_space_gib is not None:
+        # The CPU build sizes its KV cache from this variable (GiB); the
+        # CUDA build ignores it and uses gpu_memory_utilization.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(engine.kv_cache_space_gib))
+    kwargs: dict[str, Any] = engine.model_dump(exclude={"kv_cache_space_gib", "extra", "max_num_batched_tokens"})
+    if engine.max_num_batched_tokens is not None:
+        kwargs["max_num_batched_tokens"] = engine.max_num_batched_tokens
+    kwargs.update(model=model, served_model_name=[served_model_name], disable_log_stats=False)
+    kwargs.update(engine.extra)
+    return AsyncEngineArgs(**kwargs)
 
 
 def _sampling_params(s: Sampling) -> SamplingParams:
@@ -104,9 +68,9 @@ class VLLMEngine:
         self.tokenizer = llm.get_tokenizer()
 
     @classmethod
-    def start(cls, config: EngineConfig, think_open: str, think_close: str,
+    def start(cls, args: AsyncEngineArgs, think_open: str, think_close: str,
               native_thinking: bool) -> VLLMEngine:
-        llm = AsyncLLM.from_engine_args(config.engine_args())
+        llm = AsyncLLM.from_engine_args(args)
         tok = llm.get_tokenizer()
         eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
         gen_cfg = llm.model_config.try_get_generation_config() or {}

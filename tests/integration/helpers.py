@@ -7,6 +7,8 @@ import time
 import httpx
 import openai
 
+from loadtests.common import metric_value
+
 from .sse import Stream, post_stream
 
 UNFINISHED = "ponder_engine_unfinished_requests"  # engine requests running or waiting
@@ -15,13 +17,7 @@ UNFINISHED = "ponder_engine_unfinished_requests"  # engine requests running or w
 def metric(live, series: str) -> float:
     """The sum of a metric's samples on /metrics: ``series`` is a name (every label
     set) or one labelled series as printed (``name{label="value"}``)."""
-    text = httpx.get(live.base_url + "/metrics", headers=live.headers()).text
-    total = 0.0
-    for line in text.splitlines():
-        key, _, value = line.rpartition(" ")
-        if not line.startswith("#") and series in (key, key.split("{", 1)[0]):
-            total += float(value)
-    return total
+    return metric_value(httpx.get(live.base_url + "/metrics", headers=live.headers()).text, series)
 
 
 def unfinished(live) -> float:

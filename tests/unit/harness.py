@@ -1,5 +1,5 @@
 """What the strategy tests share: the conversation's ids, run contexts, running a
-plan through :func:`strategies.runner.run_plan`, reading its events, and the two
+plan through :class:`strategies.runner.RunPlan`, reading its events, and the two
 folds (SSE stream and response) over them.
 
 Strategy-specific scripts and engines stay in their test modules.
@@ -7,20 +7,28 @@ Strategy-specific scripts and engines stay in their test modules.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import dataclasses
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import orjson
 import pytest
 from scripted_engine import EOS_ID, Call, ScriptedEngine, encode, word
 
-from server.encode import ChunkEncoder, ResponseFold, ResponseMeta
+from server.chat_encode import ChunkEncoder, ResponseFold, ResponseMeta
+from strategies import registry
+from strategies.auto import AutoOptions
+from strategies.beam import BeamOptions
+from strategies.best_of_n import BestOfNOptions
 from strategies.context import RunContext
 from strategies.engine import Sampling
 from strategies.events import ChoiceDone, Event
 from strategies.ledger import Ledger, Usage
-from strategies.plan import Plan
-from strategies.runner import Finished, run_plan
+from strategies.plan import Forcing, NoOptions, Plan
+from strategies.revision import RevisionOptions
+from strategies.runner import RunPlan
+from strategies.self_consistency import SelfConsistencyOptions
+from strategies.trace import to_json
 
 E = TypeVar("E", bound=ScriptedEngine)
 
@@ -46,13 +54,69 @@ RID = "req"
 PRIORITY = 7
 
 
+# -- plans ----------------------------------------------------------------------
+
+# What a strategy's options are in these tests unless a test says otherwise:
+# everything off or minimal, so a test names what it exercises.
+OPTION_DEFAULTS: dict[str, tuple[type, dict[str, Any]]] = {
+    "self_consistency": (SelfConsistencyOptions, dict(
+        samples=1, scorer=None, vote="majority", early_stop=False, window=0, stop_rule="esc",
+        stop_threshold=0.95, share_prefix=False, stream_candidates=False)),
+    "best_of_n": (BestOfNOptions, dict(samples=1, scorer="confidence", judge_question="", share_prefix=False,
+                                       stream_candidates=False)),
+    "revision": (RevisionOptions, dict(rounds=0, critique_prompt="", revise_prompt="", critique_ok="")),
+    "beam_search": (BeamOptions, dict(beam_width=1, max_steps=1, expansions=2, step_tokens=64, step_delimiter="\n\n",
+                                      dvts=False, judge_question="")),
+    "auto": (AutoOptions, dict(probe_samples=3, probe_tokens=48, easy_agreement=1.0, medium_agreement=0.5,
+                               share_prefix=False, levels=())),
+}
+_FORCING = {"continuation": "Wait", "max_continuations": 0, "wrapup": "", "nudge": "", "nudge_before": 0}
+
+
+def make_plan(strategy: str = "single", **fields: Any) -> Plan:
+    """A Plan for a strategy test: shared fields and the s1 phrases go to the plan,
+    the rest to the strategy's typed options (with OPTION_DEFAULTS for what is not given)."""
+    shared = {k: fields.pop(k) for k in list(fields) if k in Plan.__dataclass_fields__}
+    forcing = Forcing(**{**_FORCING, **{k: fields.pop(k) for k in list(fields) if k in _FORCING}})
+    shared.setdefault("max_tokens", 1024)
+    if strategy in OPTION_DEFAULTS:
+        cls, defaults = OPTION_DEFAULTS[strategy]
+        values = {**defaults, **fields}
+        if cls is AutoOptions:
+            values["level_weight"] = max([1, *(registry.weight(p) for _, p in values["levels"])])
+        options = cls(**values)
+    else:
+        assert not fields, f"{strategy} has no options {sorted(fields)}"
+        options = NoOptions()
+    return Plan(strategy=strategy, options=options, forcing=forcing, **shared)
+
+
+def option(plan: Plan, name: str) -> Any:
+    """A field of the plan or of its options."""
+    return getattr(plan, name) if hasattr(plan, name) else getattr(plan.options, name)
+
+
+def vary(plan: Plan, **changes: Any) -> Plan:
+    """``plan`` with ``changes``, each to the plan, its forcing phrases or its options
+    (as :func:`make_plan` splits them): ``dataclasses.replace`` for a whole plan."""
+    shared = {k: changes.pop(k) for k in list(changes) if k in Plan.__dataclass_fields__}
+    forcing = {k: changes.pop(k) for k in list(changes) if k in _FORCING}
+    options = plan.options
+    if changes:
+        if isinstance(options, AutoOptions) and "levels" in changes:
+            changes["level_weight"] = max([1, *(registry.weight(p) for _, p in changes["levels"])])
+        options = dataclasses.replace(options, **changes)  # type: ignore[type-var]
+    return dataclasses.replace(plan, options=options, forcing=dataclasses.replace(plan.forcing, **forcing),
+                               **shared)
+
+
 # -- running a plan -----------------------------------------------------------
 
 
 def contexts(engine: ScriptedEngine, prompt: tuple[int, ...], max_tokens: int, *, seed: int | None = None,
              budget: int | None = None, followup: Callable[[str], tuple[int, ...]] | None = None,
              **client: Any) -> Callable[[int], RunContext]:
-    """``make_ctx`` for :func:`run_plan`: choice ``i`` samples with the client's
+    """``make_ctx`` for :class:`RunPlan`: choice ``i`` samples with the client's
     ``seed + i`` (none when it has no seed) and other ``client`` Sampling fields."""
     client = {"priority": PRIORITY, **client}
 
@@ -67,20 +131,26 @@ async def run_to_end(engine: E, plan: Plan, n: int, make: Callable[[int], RunCon
               ) -> tuple[E, list[Event], Usage]:
     """Run ``plan`` for ``n`` choices to the end: the engine, every event, and the usage."""
     events: list[Event] = []
-    usage: Usage | None = None
-    async for item in run_plan(plan, n, make):
-        assert usage is None, "nothing may follow Finished"
-        if isinstance(item, Finished):
-            usage = item.usage
-        else:
+    run = RunPlan(plan, n, make)
+    async with run as items:
+        async for item in items:
+            assert not run.done, "nothing may follow the end"
             events.append(item)
-    assert usage is not None
+    usage = run.result
     assert engine.in_flight == 0
     # Every phase (continuation, candidate, judge, revision turn, beam step) keeps
     # the request's engine priority, so its work is scheduled as the request's.
     priority = make(0).sampling.priority
     assert {c.sampling.priority for c in engine.calls} <= {priority}
     return engine, events, usage
+
+
+async def events_of(plan: Plan, n: int, make: Callable[[int], RunContext]) -> AsyncGenerator[Event, None]:
+    """A :class:`RunPlan`'s events as an async generator, for tests that close or
+    cancel its consumer early (closing it leaves the run's ``async with``)."""
+    async with RunPlan(plan, n, make) as events:
+        async for event in events:
+            yield event
 
 
 # -- reading events and calls ---------------------------------------------------
@@ -90,6 +160,11 @@ def text_of(events: list[Event], kind: type, choice: int = 0, untagged: bool = F
     """A choice's text on one channel; ``untagged``: leave out candidates' live thinking."""
     return "".join(e.text for e in events if isinstance(e, kind) and e.choice == choice
                    and (not untagged or getattr(e, "candidate", None) is None))
+
+
+def trace_of(events: list[Event], choice: int | None = None) -> dict[str, Any]:
+    """The JSON the client sees as ``reasoning_trace`` of ``choice`` (see done_of)."""
+    return to_json(done_of(events, choice).trace)
 
 
 def done_of(events: list[Event], choice: int | None = None) -> ChoiceDone:
@@ -123,7 +198,7 @@ def stream_and_response(events: list[Event], usage: Usage, plan: Plan, n: int,
     raw = enc.start() + b"".join(f for e in events if (f := enc.feed(e)) is not None) + enc.finish(usage)
     fold = ResponseFold(meta)
     fold.feed_all(events)
-    return raw, fold.finish(usage)
+    return raw, fold.response(usage)
 
 
 def parse_sse(raw: bytes) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import pytest
 from scripted_engine import EOS, Call, Output, decode, encode, word
@@ -18,7 +18,7 @@ from strategies.engine import Sampling
 from strategies.events import Answer, Event, Progress, Thinking
 from strategies.ledger import Usage
 from strategies.plan import Plan
-from tests.unit.harness import P, done_of, kept, run_to_end
+from tests.unit.harness import P, done_of, kept, make_plan, option, run_to_end, trace_of, vary
 from tests.unit.test_parallel import FOLLOWUP, QUESTION, JudgedEngine, Setup, make_ctx, says
 
 D = "\n\n"
@@ -102,8 +102,8 @@ def tree(text: str, seed: int | None, k: int) -> Output:
     return TREE[text][k % len(TREE[text])]
 
 
-BEAM = Plan(strategy="beam_search", max_tokens=200, beam_width=2, max_steps=3, expansions=2, step_tokens=20,
-            step_delimiter=D, judge_question=QUESTION)
+BEAM = make_plan("beam_search", max_tokens=200, beam_width=2, max_steps=3, expansions=2, step_tokens=20,
+                 step_delimiter=D, judge_question=QUESTION)
 
 
 @dataclass(frozen=True)
@@ -116,11 +116,11 @@ class Search:
 SEARCHES: dict[str, Search] = {
     # A finished beam (A7, 0.8) is the answer over a better-scored unfinished one (A3, 0.95).
     "finished-beam-wins": Search(BEAM, [[A1, B1], [A2, AX], [A3, A7]], A7),
-    "max-steps-2": Search(replace(BEAM, max_steps=2), [[A1, B1], [A2, AX]], AX),
-    "max-steps-1-nothing-finished": Search(replace(BEAM, max_steps=1), [[A1, B1]], A1),
-    "beam-width-1": Search(replace(BEAM, beam_width=1), [[A1], [A2], [A3]], A3),
+    "max-steps-2": Search(vary(BEAM, max_steps=2), [[A1, B1], [A2, AX]], AX),
+    "max-steps-1-nothing-finished": Search(vary(BEAM, max_steps=1), [[A1, B1]], A1),
+    "beam-width-1": Search(vary(BEAM, beam_width=1), [[A1], [A2], [A3]], A3),
     # Every kept beam finished after step 3: step 4 never runs.
-    "all-finished-before-max-steps": Search(replace(BEAM, max_steps=8), [[A1, B1], [A2, AX], [A3, A7], [D8, A7]],
+    "all-finished-before-max-steps": Search(vary(BEAM, max_steps=8), [[A1, B1], [A2, AX], [A3, A7], [D8, A7]],
                                             D8),
 }
 
@@ -137,7 +137,7 @@ async def test_beam_search(case: Search) -> None:
     engine, events, usage = await run(setup)
     steps = len(case.kept)
     live = [[""]] + [[t for t in kept if not finished(t)] for kept in case.kept]
-    expanded = [plan.expansions * len(live[s]) for s in range(steps)]
+    expanded = [option(plan, "expansions") * len(live[s]) for s in range(steps)]
 
     # -- per step: every expansion at once, then every judge at once -----------
     phases = [phase(c.request_id) for c in engine.calls]
@@ -151,15 +151,15 @@ async def test_beam_search(case: Search) -> None:
     # -- expansions continue the live beams' exact ids and stop at the delimiter --
     for s in range(steps):
         for c in expansions[s]:
-            assert (c.sampling.stop, c.sampling.max_tokens, c.sampling.logprobs) == ((D,), plan.step_tokens, None)
+            assert (c.sampling.stop, c.sampling.max_tokens, c.sampling.logprobs) == ((D,), option(plan, "step_tokens"), None)
             assert c.finish_reason == "stop" and c.stop_reason in (D, None)
             assert "junk" not in c.output
         parents = sorted(text_of(c.prompt_ids) for c in expansions[s])
-        assert parents == sorted(t for t in live[s] for _ in range(plan.expansions))
+        assert parents == sorted(t for t in live[s] for _ in range(option(plan, "expansions")))
         # Expansions of one beam sample with their own seeds (the client's is 0).
         for parent in set(parents):
             seeds = [c.sampling.seed for c in expansions[s] if text_of(c.prompt_ids) == parent]
-            assert len(set(seeds)) == plan.expansions and None not in seeds
+            assert len(set(seeds)) == option(plan, "expansions") and None not in seeds
         if s == 0:
             assert all(c.prompt_ids == P for c in expansions[0])
             continue
@@ -167,7 +167,7 @@ async def test_beam_search(case: Search) -> None:
         for c in expansions[s]:
             assert c.prompt_ids == before[text_of(c.prompt_ids)], c.request_id
     from_a2 = [c for s in range(steps) for c in expansions[s] if text_of(c.prompt_ids) == A2]
-    assert len(from_a2) == (plan.expansions if any(A2 in live[s] for s in range(steps)) else 0)
+    assert len(from_a2) == (option(plan, "expansions") if any(A2 in live[s] for s in range(steps)) else 0)
     assert all(word(" the") in c.prompt_ids for c in from_a2)  # A2's word token, not re-encoded characters
 
     # -- every partial solution is judged once, by a one-token follow-up ---------
@@ -185,12 +185,12 @@ async def test_beam_search(case: Search) -> None:
     assert not any(isinstance(e, Thinking) for e in events)
     done = done_of(events)
     assert done.finish_reason == ("stop" if finished(case.best) else "length")
-    trace = done.trace
+    trace = trace_of(events)
     assert trace["strategy"] == "beam_search"
-    assert (trace["beam_width"], trace["expansions"]) == (plan.beam_width, plan.expansions)
+    assert (trace["beam_width"], trace["expansions"]) == (option(plan, "beam_width"), option(plan, "expansions"))
     assert trace["steps"] == [{"step": s, "expanded": expanded[s], "kept": len(case.kept[s]),
                                "scores": [round(P_YES[t], 4) for t in case.kept[s]]} for s in range(steps)]
-    assert all(step["kept"] <= plan.beam_width for step in trace["steps"])
+    assert all(step["kept"] <= option(plan, "beam_width") for step in trace["steps"])
     assert trace["selected_score"] == pytest.approx(P_YES[case.best])
     assert trace["finished"] is finished(case.best)
     assert [e.info for e in events if isinstance(e, Progress)] == [
@@ -210,7 +210,7 @@ def by_seed(text: str, seed: int | None, k: int) -> Output:
 @pytest.mark.parametrize("seed", [0, 7], ids=["seed-0", "seed-7"])
 @pytest.mark.asyncio
 async def test_expansions_of_a_beam_differ_under_a_client_seed(seed: int) -> None:
-    setup = BeamSetup(replace(BEAM, expansions=3, beam_width=3), says(""), seed=seed, grow=by_seed)
+    setup = BeamSetup(vary(BEAM, expansions=3, beam_width=3), says(""), seed=seed, grow=by_seed)
     engine, events, usage = await run(setup)
     steps = [c for c in engine.calls if "-judge" not in c.request_id]
     assert len(steps) == 3 and len({c.output for c in steps}) == 3
@@ -236,12 +236,12 @@ class Budgeted:
 
 BUDGETS: dict[str, Budgeted] = {
     # 30 left, 2 expansions + 2 judges: 14 each, not 15 (2 x 15 + 2 judge tokens is 32).
-    "budget-one-step": Budgeted(replace(BEAM, budget_tokens=30), long_steps, [14]),
-    "budget-several-steps": Budgeted(replace(BEAM, budget_tokens=60, step_tokens=8, max_steps=10), short_steps,
+    "budget-one-step": Budgeted(vary(BEAM, budget_tokens=30), long_steps, [14]),
+    "budget-several-steps": Budgeted(vary(BEAM, budget_tokens=60, step_tokens=8, max_steps=10), short_steps,
                                      None),
-    "budget-odd-split": Budgeted(replace(BEAM, budget_tokens=25, expansions=3, beam_width=1), long_steps, [7]),
+    "budget-odd-split": Budgeted(vary(BEAM, budget_tokens=25, expansions=3, beam_width=1), long_steps, [7]),
     # No budget: a beam stops at max_tokens (8, then 12 - 8), it does not run to 16.
-    "max-tokens-caps-a-beam": Budgeted(replace(BEAM, max_tokens=12, step_tokens=8, expansions=1, beam_width=1),
+    "max-tokens-caps-a-beam": Budgeted(vary(BEAM, max_tokens=12, step_tokens=8, expansions=1, beam_width=1),
                                        long_steps, [8, 4]),
 }
 
@@ -269,7 +269,7 @@ async def test_budget_is_split_between_expansions_and_judges(case: Budgeted) -> 
     answer = "".join(e.text for e in events if isinstance(e, Answer))
     assert 0 < len(answer) <= plan.max_tokens
     done = done_of(events)
-    assert all(step["kept"] <= plan.beam_width for step in done.trace["steps"])
+    assert all(step["kept"] <= option(plan, "beam_width") for step in trace_of(events)["steps"])
     if case.grow is long_steps:  # cut by the budget or max_tokens, never finished by the model
         assert done.finish_reason == "length" and answer == "x" * sum(rooms)
 
@@ -289,6 +289,6 @@ SELECT = {
 
 @pytest.mark.parametrize(("dvts", "pool", "kept"), list(SELECT.values()), ids=list(SELECT))
 def test_select_keeps_beam_width_or_one_per_subtree(dvts: bool, pool, kept) -> None:
-    plan = Plan(strategy="beam_search", beam_width=2, dvts=dvts)
+    plan = make_plan("beam_search", beam_width=2, dvts=dvts)
     beams = [Beam((i,), score=s, tree=t) for i, (t, s) in enumerate(pool)]
-    assert [(b.tree, b.score) for b in _select(beams, plan)] == kept
+    assert [(b.tree, b.score) for b in _select(beams, plan.options)] == kept

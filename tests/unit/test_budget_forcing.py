@@ -14,7 +14,7 @@ import itertools
 import string
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -30,14 +30,13 @@ from scripted_engine import (
     encode,
 )
 
-from strategies import registry
+from strategies import budget_forcing, registry
 from strategies.context import RunContext
 from strategies.engine import Sampling
 from strategies.events import Answer, ChoiceDone, Event, Thinking
 from strategies.ledger import Usage
 from strategies.plan import Plan
-from strategies.runner import run_plan
-from strategies.single import budget_forcing
+from strategies.trace import to_json
 from tests.unit.harness import (
     CLOSE,
     FIELDS,
@@ -46,11 +45,14 @@ from tests.unit.harness import (
     SUFFIX,
     chat,
     contexts,
+    events_of,
     join_stream,
+    make_plan,
     parse_sse,
     run_to_end,
     stream_and_response,
     text_of,
+    vary,
 )
 
 P = chat("What is 2+2?")
@@ -107,8 +109,8 @@ class Thinker:
         return ENDS[self.end](letter * n)
 
 
-BASE = Plan(strategy="budget_forcing", thinking=True, max_thinking_tokens=100, max_tokens=200,
-            min_thinking_tokens=12, max_continuations=3, continuation=W, wrapup=WRAP)
+BASE = make_plan("budget_forcing", thinking=True, max_thinking_tokens=100, max_tokens=200,
+                 min_thinking_tokens=12, max_continuations=3, continuation=W, wrapup=WRAP)
 
 
 @dataclass(frozen=True)
@@ -171,9 +173,9 @@ def check_invariants(setup: Setup, engine: ScriptedEngine, events: list[Event], 
             # kept (its end dropped), and the inserted continuation or nudge.
             prev = think[k - 1]
             if prev.finish_reason == "length":
-                assert call.prompt_ids == prev.prompt_ids + tuple(prev.output_ids) + encode(plan.nudge)
+                assert call.prompt_ids == prev.prompt_ids + tuple(prev.output_ids) + encode(plan.forcing.nudge)
             else:
-                assert call.prompt_ids == prev.prompt_ids + letters(prev.output_ids) + encode(plan.continuation)
+                assert call.prompt_ids == prev.prompt_ids + letters(prev.output_ids) + encode(plan.forcing.continuation)
             assert call.cached_tokens >= len(prev.prompt_ids)
         generated += len(call.output_ids)
 
@@ -188,16 +190,16 @@ def check_invariants(setup: Setup, engine: ScriptedEngine, events: list[Event], 
         assert usage.completion_tokens <= budget
 
     done = [e for e in events if isinstance(e, ChoiceDone)]
-    assert len(done) == 1 and done[0].trace["strategy"] == "budget_forcing"
-    trace = done[0].trace["thinking"]
+    assert len(done) == 1 and to_json(done[0].trace)["strategy"] == "budget_forcing"
+    trace = to_json(done[0].trace)["thinking"]
     assert trace["tokens"] == reasoning and trace["engine_requests"] == len(think)
     forced = trace["forced_continuations"]
-    assert 0 <= forced <= plan.max_continuations
+    assert 0 <= forced <= plan.forcing.max_continuations
     assert forced == sum(1 for c in think[:-1] if c.finish_reason == "stop")
     # The minimum holds unless the continuations ran out or no room was left.
     if plan.min_thinking_tokens is not None and reasoning < plan.min_thinking_tokens:
         room = min(x for x in (cap, budget, plan.max_tokens) if x is not None)
-        assert forced == plan.max_continuations or reasoning >= room
+        assert forced == plan.forcing.max_continuations or reasoning >= room
     if plan.min_thinking_tokens is None:
         assert forced == 0
 
@@ -237,7 +239,7 @@ class Want:
 
 
 def bf(**kw: Any) -> Plan:
-    return replace(BASE, **kw)
+    return vary(BASE, **kw)
 
 
 A4 = Thinker((4,))          # "aaaa", "bbbb", ... each then a one-token </think>: 5 tokens a request
@@ -349,7 +351,7 @@ async def test_budget_forcing(name: str) -> None:
     assert usage.completion_tokens == want.reasoning + sum(len(c.output_ids) for c in answer)
     done = [e for e in events if isinstance(e, ChoiceDone)]
     assert done[-1].finish_reason == want.finish
-    trace = done[-1].trace["thinking"]
+    trace = to_json(done[-1].trace)["thinking"]
     assert trace["tokens"] == want.reasoning
     assert {k: trace[k] for k in want.trace} == want.trace
     if answer:
@@ -360,7 +362,7 @@ async def test_budget_forcing(name: str) -> None:
 
 
 def test_budget_forcing_is_registered() -> None:
-    assert registry.get("budget_forcing") is budget_forcing
+    assert registry.get("budget_forcing") is budget_forcing.STRATEGY
     assert "budget_forcing" in registry.KNOWN
 
 
@@ -413,7 +415,12 @@ async def test_stream_equals_response(name: str, include_reasoning: bool) -> Non
     chunks = parse_sse(raw)
     assert chunks[0]["reasoning_plan"] == body["reasoning_plan"]
     assert body["reasoning_plan"]["strategy"] == "budget_forcing"
-    assert body["reasoning_plan"]["continuation"] == setup.plan.continuation
+    # Issue 11: public() shows the continuation only where it can apply, with a minimum
+    # set (it was shown for every budget_forcing plan before); the wrap-up whenever thinking.
+    plan = setup.plan
+    assert body["reasoning_plan"].get("continuation") == (plan.forcing.continuation if plan.min_thinking_tokens
+                                                          else None)
+    assert body["reasoning_plan"].get("wrapup") == (plan.forcing.wrapup or None)
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == body["usage"]
     assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == usage.reasoning_tokens
     joined = join_stream(chunks, setup.n)
@@ -447,7 +454,7 @@ async def test_inserted_text_never_overflows_the_context_window(spare: int) -> N
     plan = bf(min_thinking_tokens=12, max_thinking_tokens=15, max_tokens=20)
     setup = Setup(plan, Thinker((5, None)))
     engine = ScriptedEngine(char_model_info(max_model_len=max_len), setup.script(), tokenizer=TOK)
-    async for _ in run_plan(plan, 1, make_ctx(setup, engine)):
+    async for _ in events_of(plan, 1, make_ctx(setup, engine)):
         pass
     assert engine.calls
     for call in engine.calls:

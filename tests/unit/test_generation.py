@@ -7,19 +7,20 @@ from scripted_engine import EOS, EOS_ID, Output, ScriptedEngine, encode, word
 from strategies.context import RunContext
 from strategies.engine import Sampling
 from strategies.events import Answer, Thinking
-from strategies.generation import Generation
+from strategies.generation import Generated, Generation
 from strategies.ledger import Ledger
 
 OPEN, CLOSE = word("<think>"), word("</think>")
 
 
-async def generate(output: Output, thinking: bool, **sampling: object) -> tuple[Generation, list, Ledger]:
+async def generate(output: Output, thinking: bool, **sampling: object) -> tuple[Generated, list, Ledger]:
     engine = ScriptedEngine(script=[output])
     ledger = Ledger(prompt_tokens=1)
     ctx = RunContext(engine, encode("P"), (), (), Sampling(max_tokens=100, **sampling), "r", 0, ledger)  # type: ignore[arg-type]
     gen = Generation(ctx, ctx.prompt_ids, ctx.sampling, "x", thinking)
-    events = [e async for e in gen.run()]
-    return gen, events, ledger
+    async with gen as stream:
+        events = [e async for e in stream]
+    return gen.result, events, ledger
 
 
 CHARGES = [
@@ -86,7 +87,9 @@ async def test_logprobs_attach_once_per_delta() -> None:
 async def test_stream_is_closed_when_the_consumer_stops() -> None:
     engine = ScriptedEngine(script=[["a"] * 20])
     ctx = RunContext(engine, encode("P"), (), (), Sampling(max_tokens=100), "r", 0, Ledger(1))
-    events = Generation(ctx, ctx.prompt_ids, ctx.sampling, "x", False).run()
-    await events.__anext__()
-    await events.aclose()  # type: ignore[attr-defined]
+    gen = Generation(ctx, ctx.prompt_ids, ctx.sampling, "x", False)
+    async with gen as events:
+        await events.__anext__()
+    # Leaving the phase early closed its events: the engine request was aborted, no result.
     assert engine.aborted == ["r-c0-x"] and engine.in_flight == 0
+    assert not gen.done

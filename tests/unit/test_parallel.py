@@ -25,7 +25,6 @@ from strategies.events import Answer, ChoiceDone, Event, Progress, Thinking
 from strategies.fanout import FanOut
 from strategies.ledger import Usage
 from strategies.plan import Plan
-from strategies.runner import run_plan
 from tests.unit import harness
 from tests.unit.harness import (
     CLOSE,
@@ -36,12 +35,16 @@ from tests.unit.harness import (
     cancel_consumer,
     close_at,
     contexts,
-    done_of,
+    events_of,
     followup,
     join_stream,
+    make_plan,
+    option,
     parse_sse,
     run_to_end,
     stream_and_response,
+    trace_of,
+    vary,
 )
 
 STRIDE = 1_000_003  # RunContext.candidate: seed * STRIDE + k
@@ -150,7 +153,7 @@ def check_accounting(setup: Setup, engine: JudgedEngine, events: list[Event], us
     judges = [c for c in engine.calls if "-judge" in c.request_id]
     traced = 0
     for i in range(setup.n):
-        trace = done_of(events, i).trace
+        trace = trace_of(events, i)
         assert [c["index"] for c in trace["candidates"]] == list(range(trace["started"]))
         traced += sum(c["tokens"] for c in trace["candidates"])
         assert trace["candidates"][trace["selected"]]["aborted"] is False
@@ -193,7 +196,7 @@ THINK = dict(thinking=True, max_thinking_tokens=100)
 @pytest.mark.parametrize("strategy", ["self_consistency", "best_of_n"])
 @pytest.mark.asyncio
 async def test_candidates_of_every_choice_run_together(strategy: str, seed: int | None) -> None:
-    setup = Setup(Plan(strategy=strategy, samples=3, max_tokens=50), says("The answer", think=False), n=2,
+    setup = Setup(make_plan(strategy=strategy, samples=3, max_tokens=50), says("The answer", think=False), n=2,
                   seed=seed)
     engine, events, usage = await run(setup)
     assert engine.max_in_flight == 6  # 2 choices x 3 candidates, none finished before the last started
@@ -206,7 +209,7 @@ async def test_candidates_of_every_choice_run_together(strategy: str, seed: int 
         assert len(set(seeds)) == 6
         assert sorted(seeds) == sorted((seed + i) * STRIDE + k for i in range(2) for k in range(3))
     for i in range(2):
-        assert done_of(events, i).trace["started"] == 3
+        assert trace_of(events, i)["started"] == 3
         assert text_of(events, Answer, i) == "The answer"
     check_accounting(setup, engine, events, usage)
 
@@ -228,9 +231,9 @@ VOTES: dict[str, tuple[tuple[str, ...], tuple[int, ...], int, dict[str, int]]] =
 @pytest.mark.asyncio
 async def test_majority_vote_returns_the_winner(answers: tuple[str, ...], slow: tuple[int, ...], winner: int,
                                                 votes: dict[str, int]) -> None:
-    setup = Setup(Plan(**SC, **THINK, samples=len(answers)), says(*answers, slow=slow))
+    setup = Setup(make_plan(**SC, **THINK, samples=len(answers)), says(*answers, slow=slow))
     engine, events, usage = await run(setup)
-    trace = done_of(events, 0).trace
+    trace = trace_of(events, 0)
     assert trace["votes"] == votes and list(trace["votes"]) == list(votes)  # ranked
     assert trace["selected"] == winner and trace["answer"] == next(iter(votes))
     assert trace["early_stopped"] is False and trace["started"] == len(answers)
@@ -252,7 +255,7 @@ async def test_majority_vote_returns_the_winner(answers: tuple[str, ...], slow: 
 @pytest.mark.asyncio
 async def test_logprobs_sampled_for_scoring_are_not_returned_beyond_the_request(client_logprobs: int | None) -> None:
     client = {} if client_logprobs is None else {"logprobs": client_logprobs}
-    setup = Setup(Plan(**SC, **THINK, samples=3, vote="weighted"), says("7", "7", "7"), client=client)
+    setup = Setup(make_plan(**SC, **THINK, samples=3, vote="weighted"), says("7", "7", "7"), client=client)
     engine, events, usage = await run(setup)
     # Confidence-weighted votes need the top 5 of every answer token.
     answer_calls = [c for c in engine.calls if c.request_id.endswith("-answer")]
@@ -263,7 +266,7 @@ async def test_logprobs_sampled_for_scoring_are_not_returned_beyond_the_request(
     if client_logprobs is None:
         assert lps == []
     else:
-        winner = done_of(events, 0).trace["selected"]
+        winner = trace_of(events, 0)["selected"]
         assert len(lps) == len(engine.calls_for(cand_id(winner))[0].output_ids)  # "7" and eos
         # The scripted engine has 2 top entries per token; the client gets what it asked for.
         assert [len(lp.top) for lp in lps] == [min(client_logprobs, 2)] * len(lps)
@@ -293,12 +296,12 @@ EARLY: dict[str, tuple[str, int, tuple[str, ...], int, int, bool]] = {
 @pytest.mark.asyncio
 async def test_early_stopping_samples_in_windows(rule: str, window: int, answers: tuple[str, ...], started: int,
                                                  in_flight: int, stopped: bool) -> None:
-    base = Plan(**SC, **THINK, samples=8)
+    base = make_plan(**SC, **THINK, samples=8)
     fixed = Setup(base, says(*answers))
-    early = Setup(replace(base, early_stop=True, window=window, stop_rule=rule), says(*answers))
+    early = Setup(vary(base, early_stop=True, window=window, stop_rule=rule), says(*answers))
     f_engine, f_events, f_usage = await run(fixed)
     e_engine, e_events, e_usage = await run(early)
-    ft, et = done_of(f_events, 0).trace, done_of(e_events, 0).trace
+    ft, et = trace_of(f_events, 0), trace_of(e_events, 0)
     assert (ft["started"], ft["early_stopped"], ft["tokens_saved_estimate"]) == (8, False, 0)
     assert f_engine.max_in_flight == 8
     assert (et["started"], et["early_stopped"]) == (started, stopped)
@@ -326,12 +329,12 @@ def overtaken(choice: int, k: int) -> Cand:
 @pytest.mark.asyncio
 async def test_a_leader_that_cannot_be_overtaken_aborts_the_running_candidates(rule: str, schedule: str) -> None:
     # 3 of 4 agree: with one sample left the leader cannot lose (every rule checks this).
-    setup = Setup(Plan(**dict(SC, max_tokens=300), samples=4, early_stop=True, stop_rule=rule,
-                       stop_threshold=0.999), overtaken)
+    setup = Setup(make_plan(**dict(SC, max_tokens=300), samples=4, early_stop=True, stop_rule=rule,
+                            stop_threshold=0.999), overtaken)
     engine, events, usage = await run(setup)
     assert engine.aborted == [cand_id(3)] and engine.in_flight == 0
     assert sorted(engine.finished) == [cand_id(k) for k in range(3)]
-    trace = done_of(events, 0).trace
+    trace = trace_of(events, 0)
     assert trace["early_stopped"] is True and trace["votes"] == {"7": 3}
     cands = trace["candidates"]
     assert [c["aborted"] for c in cands] == [False, False, False, True]
@@ -348,12 +351,12 @@ async def test_a_leader_that_cannot_be_overtaken_aborts_the_running_candidates(r
 
 # id -> (plan, tokens of the budget reserved for judges)
 BUDGETS: dict[str, tuple[Plan, int]] = {
-    "sc-thinking": (Plan(**SC, **dict(THINK, max_thinking_tokens=8), samples=3, budget_tokens=30), 0),
-    "sc-answer-only": (Plan(**SC, samples=3, budget_tokens=31), 0),
-    "sc-early-stop": (Plan(**SC, samples=4, budget_tokens=40, early_stop=True, window=2), 0),
-    "bon-confidence": (Plan(**BON, **dict(THINK, max_thinking_tokens=8), samples=3, budget_tokens=30), 0),
+    "sc-thinking": (make_plan(**SC, **dict(THINK, max_thinking_tokens=8), samples=3, budget_tokens=30), 0),
+    "sc-answer-only": (make_plan(**SC, samples=3, budget_tokens=31), 0),
+    "sc-early-stop": (make_plan(**SC, samples=4, budget_tokens=40, early_stop=True, window=2), 0),
+    "bon-confidence": (make_plan(**BON, **dict(THINK, max_thinking_tokens=8), samples=3, budget_tokens=30), 0),
     # One judge token per candidate stays inside the budget too.
-    "bon-self-judge": (Plan(**BON, samples=3, budget_tokens=30, scorer="self_judge", judge_question=QUESTION), 3),
+    "bon-self-judge": (make_plan(**BON, samples=3, budget_tokens=30, scorer="self_judge", judge_question=QUESTION), 3),
 }
 
 
@@ -368,10 +371,10 @@ async def test_budget_tokens_is_split_between_candidates(plan: Plan, judges: int
     setup = Setup(plan, model)
     engine, events, usage = await run(setup)
     assert plan.budget_tokens is not None
-    share = (plan.budget_tokens - judges) // plan.samples
+    share = (plan.budget_tokens - judges) // option(plan, "samples")
     for c in engine.calls:
         assert c.sampling.max_tokens <= (1 if "-judge" in c.request_id else share), c.request_id
-    trace = done_of(events, 0).trace
+    trace = trace_of(events, 0)
     assert all(c["tokens"] == share for c in trace["candidates"])  # each spent its whole share
     assert usage.completion_tokens <= plan.budget_tokens
     assert usage.completion_tokens == trace["started"] * share + judges
@@ -401,12 +404,12 @@ CONFIDENT = ("ddddd", "eeeeeeeeee", "c" * 32 + "d" * 32)
 @pytest.mark.parametrize("thinking", [False, True], ids=["answer-only", "thinking"])
 @pytest.mark.asyncio
 async def test_best_of_n_confidence_picks_the_highest_lowest_group_confidence(thinking: bool) -> None:
-    setup = Setup(Plan(**BON, **(THINK if thinking else {}), samples=3), says(*CONFIDENT, think=thinking))
+    setup = Setup(make_plan(**BON, **(THINK if thinking else {}), samples=3), says(*CONFIDENT, think=thinking))
     engine, events, usage = await run(setup)
     expected = [lowest_group(text + EOS) for text in CONFIDENT]
     assert expected[1] > expected[0] == expected[2]
     assert sum(map(confidence_of, CONFIDENT[2] + EOS)) / 65 > expected[1]  # a mean would pick candidate 2
-    trace = done_of(events, 0).trace
+    trace = trace_of(events, 0)
     scores = [c["score"] for c in trace["candidates"]]
     assert trace["scorer"] == "confidence" and trace["selected"] == scores.index(max(scores))
     if thinking:  # the thinking tokens are scored too, so the scores move
@@ -453,7 +456,7 @@ P_YES = {"alpha": 0.3, "beta": 0.9, "gamma": 0.6}
 
 @pytest.mark.asyncio
 async def test_self_judge_asks_once_per_candidate_and_picks_the_likeliest_yes() -> None:
-    setup = Setup(Plan(**BON, samples=3, scorer="self_judge", judge_question=QUESTION),
+    setup = Setup(make_plan(**BON, samples=3, scorer="self_judge", judge_question=QUESTION),
                   says(*JUDGED, think=False), p_yes=P_YES)
     engine, events, usage = await run(setup)
     judges = [c for c in engine.calls if "-judge" in c.request_id]
@@ -465,12 +468,16 @@ async def test_self_judge_asks_once_per_candidate_and_picks_the_likeliest_yes() 
         assert len(c.output_ids) == 1
     assert engine.max_judging == 3  # all at once
     assert engine.calls[-3:] == judges  # after every candidate finished
-    trace = done_of(events, 0).trace
+    trace = trace_of(events, 0)
     assert trace["scorer"] == "self_judge" and trace["selected"] == 1
     assert [c["score"] for c in trace["candidates"]] == pytest.approx([P_YES[a] for a in JUDGED])
     assert text_of(events, Answer) == "beta"
     judged = [e.info for e in events if isinstance(e, Progress) and "judged" in e.info]
-    assert sorted(j["judged"] for j in judged) == [0, 1, 2]
+    # Issue 11: the judges' progress comes once they all finished, in candidate order
+    # (it came as each judge finished before), after every candidate's progress.
+    assert [j["judged"] for j in judged] == [0, 1, 2]
+    reports = [i for i, e in enumerate(events) if isinstance(e, Progress)]
+    assert [events[i].info.get("judged") for i in reports[-3:]] == [0, 1, 2]
     assert {j["judged"]: j["score"] for j in judged} == pytest.approx({k: P_YES[a] for k, a in enumerate(JUDGED)})
     # Candidates needed no logprobs; the judge's are not the client's either.
     assert all(c.sampling.logprobs is None for c in engine.calls if "-judge" not in c.request_id)
@@ -480,11 +487,11 @@ async def test_self_judge_asks_once_per_candidate_and_picks_the_likeliest_yes() 
 
 @pytest.mark.asyncio
 async def test_self_judge_without_a_followup_turn_fails_cleanly() -> None:
-    setup = Setup(Plan(**BON, samples=2, scorer="self_judge", judge_question=QUESTION),
+    setup = Setup(make_plan(**BON, samples=2, scorer="self_judge", judge_question=QUESTION),
                   says("a", "b", think=False), followup=False)
     engine = JudgedEngine(setup)
     with pytest.raises(ValueError, match="follow-up"):
-        async for _ in run_plan(setup.plan, 1, make_ctx(setup, engine)):
+        async for _ in events_of(setup.plan, 1, make_ctx(setup, engine)):
             pass
     assert engine.in_flight == 0 and not any("-judge" in c.request_id for c in engine.calls)
 
@@ -497,7 +504,7 @@ async def test_self_judge_without_a_followup_turn_fails_cleanly() -> None:
 @pytest.mark.asyncio
 async def test_progress_once_per_candidate_and_tagged_thinking(strategy: str, stream_candidates: bool,
                                                                schedule: str) -> None:
-    setup = Setup(Plan(strategy=strategy, max_tokens=200, **THINK, samples=3, stream_candidates=stream_candidates),
+    setup = Setup(make_plan(strategy=strategy, max_tokens=200, **THINK, samples=3, stream_candidates=stream_candidates),
                   says("The answer is 7.", "7", "8", slow=(0,)))
     engine, events, usage = await run(setup)
     reports = progress(events)
@@ -515,7 +522,7 @@ async def test_progress_once_per_candidate_and_tagged_thinking(strategy: str, st
         assert last_tagged < first_reply  # candidates stream live, the winner is replayed after
     else:
         assert tagged == []
-    winner = done_of(events, 0).trace["selected"]
+    winner = trace_of(events, 0)["selected"]
     assert text_of(events, Thinking) == f"thought {winner}"
     check_accounting(setup, engine, events, usage)
 
@@ -536,16 +543,16 @@ def thinks_forever(choice: int, k: int) -> Cand:
 @pytest.mark.asyncio
 async def test_closing_mid_sampling_aborts_every_running_candidate(strategy: str, when: str) -> None:
     if when == "first-progress":  # one candidate finished, two are running
-        setup = Setup(Plan(strategy=strategy, max_tokens=300, samples=3), slow_but_first, n=1)
+        setup = Setup(make_plan(strategy=strategy, max_tokens=300, samples=3), slow_but_first, n=1)
         running = [cand_id(k) for k in (1, 2)]
         finished = [cand_id(0)]
     else:
-        setup = Setup(Plan(strategy=strategy, max_tokens=300, **THINK, samples=3, stream_candidates=True),
+        setup = Setup(make_plan(strategy=strategy, max_tokens=300, **THINK, samples=3, stream_candidates=True),
                       thinks_forever, n=2)
         running = sorted(cand_id(k, "think", i) for i in range(2) for k in range(3))
         finished = []
     engine = JudgedEngine(setup)
-    events = run_plan(setup.plan, setup.n, make_ctx(setup, engine))
+    events = events_of(setup.plan, setup.n, make_ctx(setup, engine))
     if when == "cancel-consumer":
         await cancel_consumer(events)
     else:
@@ -559,18 +566,18 @@ async def test_closing_mid_sampling_aborts_every_running_candidate(strategy: str
 # -- the stream and the response are folds over the same events -------------
 
 SETUPS: dict[str, Setup] = {
-    "sc-majority-thinking": Setup(Plan(**SC, **THINK, samples=5), says(*VOTES["majority"][0])),
-    "sc-weighted-logprobs": Setup(Plan(**SC, **THINK, samples=3, vote="weighted"), says("7", "8", "7"),
+    "sc-majority-thinking": Setup(make_plan(**SC, **THINK, samples=5), says(*VOTES["majority"][0])),
+    "sc-weighted-logprobs": Setup(make_plan(**SC, **THINK, samples=3, vote="weighted"), says("7", "8", "7"),
                                   client={"logprobs": 1}),
-    "sc-early-stop": Setup(Plan(**SC, **THINK, samples=8, early_stop=True, window=4), says(*AGREE)),
-    "sc-overtake-abort": Setup(Plan(**dict(SC, max_tokens=300), samples=4, early_stop=True, stop_rule="overtake"),
+    "sc-early-stop": Setup(make_plan(**SC, **THINK, samples=8, early_stop=True, window=4), says(*AGREE)),
+    "sc-overtake-abort": Setup(make_plan(**dict(SC, max_tokens=300), samples=4, early_stop=True, stop_rule="overtake"),
                                overtaken),
-    "sc-stream-candidates-n2": Setup(Plan(**SC, **THINK, samples=3, stream_candidates=True), says("7", "8", "8"),
+    "sc-stream-candidates-n2": Setup(make_plan(**SC, **THINK, samples=3, stream_candidates=True), says("7", "8", "8"),
                                      n=2),
-    "bon-confidence": Setup(Plan(**BON, samples=3), says(*CONFIDENT, think=False)),
-    "bon-self-judge-thinking": Setup(Plan(**BON, **THINK, samples=3, scorer="self_judge", judge_question=QUESTION),
+    "bon-confidence": Setup(make_plan(**BON, samples=3), says(*CONFIDENT, think=False)),
+    "bon-self-judge-thinking": Setup(make_plan(**BON, **THINK, samples=3, scorer="self_judge", judge_question=QUESTION),
                                      says(*JUDGED), p_yes=P_YES),
-    "bon-budget": Setup(Plan(**BON, **dict(THINK, max_thinking_tokens=8), samples=3, budget_tokens=30), chatty),
+    "bon-budget": Setup(make_plan(**BON, **dict(THINK, max_thinking_tokens=8), samples=3, budget_tokens=30), chatty),
 }
 
 
@@ -589,7 +596,7 @@ async def test_stream_equals_response(name: str) -> None:
     assert body["usage"]["completion_tokens"] == usage.completion_tokens
     # Candidates' live thinking is tagged; a client that ignores tagged chunks gets the response.
     tagged = [c for c in chunks if c["choices"] and "candidate" in c["choices"][0]]
-    if setup.plan.stream_candidates:
+    if option(setup.plan, "stream_candidates"):
         for i in range(setup.n):
             assert {c["choices"][0]["candidate"] for c in tagged if c["choices"][0]["index"] == i} == {0, 1, 2}
     else:
@@ -617,7 +624,7 @@ async def test_stream_equals_response(name: str) -> None:
 async def test_share_prefix_starts_one_candidate_then_the_rest_from_the_cache(strategy: str) -> None:
     """With share_prefix, candidate 0 computes the prompt alone; the others start
     once it has output, so the engine serves their prompt from the prefix cache."""
-    plan = Plan(**(SC if strategy == "self_consistency" else BON), samples=4, share_prefix=True)
+    plan = make_plan(**(SC if strategy == "self_consistency" else BON), samples=4, share_prefix=True)
     setup = Setup(plan, says("7", "7", "7", "7", slow=(0, 1, 2, 3)))
     engine, events, usage = await run(setup)
     ids = [c.request_id for c in engine.calls]

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from server.errors import APIError
-from server.planner import check_presets, plan_request, sampling_for
+from server.planner import Window, check_presets, plan_request, sampling_for
 from server.settings import EFFORTS, Settings, load_settings
 from server.wire import ChatCompletionRequest
 from strategies import registry
@@ -38,11 +38,21 @@ def req(**fields: Any) -> ChatCompletionRequest:
 
 
 THINK_OFF = {"thinking": False, "max_thinking_tokens": None, "min_thinking_tokens": None}
+# An option the plan's strategy does not have. Since issue 11 each strategy's knobs are
+# its own typed options: a plan has no samples, rounds or beam_width unless its strategy
+# reads them (before, every plan carried them all, at 1 or 0).
+ABSENT = "<absent>"
+
+
+def field(plan: Plan, name: str) -> Any:
+    """A shared field of the plan, or one of its strategy's options (ABSENT when it has none)."""
+    return getattr(plan, name) if name in Plan.__dataclass_fields__ else getattr(plan.options, name, ABSENT)
+
 
 VALID = [
     # -- defaults and reasoning_effort -------------------------------------
     ("default", {}, {**THINK_OFF, "effort": "none", "strategy": "single", "source": "default",
-                     "max_tokens": 1024, "include_reasoning": True, "samples": 1, "budget_tokens": None}),
+                     "max_tokens": 1024, "include_reasoning": True, "samples": ABSENT, "budget_tokens": None}),
     ("effort-low", {"reasoning_effort": "low"},
      {"thinking": True, "max_thinking_tokens": 64, "effort": "low", "source": "reasoning_effort"}),
     ("effort-high", {"reasoning_effort": "high"}, {"thinking": True, "max_thinking_tokens": 256}),
@@ -80,7 +90,7 @@ VALID = [
     ("reasoning-samples", {"reasoning": {"strategy": "self_consistency", "samples": 4}},
      {"samples": 4, "strategy": "self_consistency", "early_stop": True, "scorer": None}),
     ("best-of-n-default-scorer", {"reasoning": {"strategy": "best_of_n", "samples": 3}},
-     {"samples": 3, "scorer": "confidence", "early_stop": False}),
+     {"samples": 3, "scorer": "confidence", "early_stop": ABSENT}),  # best_of_n never stops early
     ("self-consistency-weighted", {"reasoning": {"strategy": "self_consistency", "scorer": "confidence"}},
      {"vote": "weighted"}),
     ("best-of-n-judge", {"reasoning": {"strategy": "best_of_n", "scorer": "self_judge",
@@ -118,22 +128,31 @@ VALID = [
      {"thinking": True, "min_thinking_tokens": 600, "max_thinking_tokens": 600}),
     # -- revision and beam_search options ------------------------------------------
     ("revision-default-rounds", {"reasoning": {"strategy": "revision"}},
-     {"strategy": "revision", "rounds": 2, "beam_width": 0, "max_steps": 0, "samples": 1}),
+     {"strategy": "revision", "rounds": 2, "beam_width": ABSENT, "max_steps": ABSENT, "samples": ABSENT}),
     ("revision-rounds", {"reasoning": {"strategy": "revision", "rounds": 5}}, {"rounds": 5}),
     ("revision-rounds-zero", {"reasoning": {"strategy": "revision", "rounds": 0}}, {"rounds": 0}),
-    ("rounds-zero-without-revision-is-harmless", {"reasoning": {"rounds": 0}}, {"strategy": "single", "rounds": 0}),
+    ("rounds-zero-without-revision-is-harmless", {"reasoning": {"rounds": 0}}, {"strategy": "single", "rounds": ABSENT}),
     ("beam-defaults", {"reasoning": {"strategy": "beam_search"}},
-     {"strategy": "beam_search", "beam_width": 2, "max_steps": 4, "expansions": 2, "rounds": 0, "samples": 1}),
+     {"strategy": "beam_search", "beam_width": 2, "max_steps": 4, "expansions": 2, "rounds": ABSENT,
+      "samples": ABSENT}),
     ("beam-width-and-steps", {"reasoning": {"strategy": "beam_search", "beam_width": 3, "max_steps": 6}},
      {"beam_width": 3, "max_steps": 6}),
-    ("non-beam-has-no-beam", {"reasoning": {"strategy": "self_consistency"}}, {"beam_width": 0, "max_steps": 0}),
+    ("non-beam-has-no-beam", {"reasoning": {"strategy": "self_consistency"}}, {"beam_width": ABSENT, "max_steps": ABSENT}),
+    # -- the answer reserve (issue 11): thinking leaves min(128, max_tokens // 2) to the answer --
+    ("answer-reserve-lowers-a-preset-cap", {"max_tokens": 100, "reasoning_effort": "low"},
+     {"thinking": True, "max_thinking_tokens": 50, "min_thinking_tokens": 32, "max_tokens": 100}),
+    ("answer-reserve-room-to-spare", {"max_tokens": 1000, "reasoning_effort": "low"},
+     {"max_thinking_tokens": 64, "adjusted": ()}),
+    ("answer-reserve-lowers-anthropic-budget", {"max_tokens": 100, "thinking": {"type": "enabled", "budget_tokens": 80}},
+     {"thinking": True, "max_thinking_tokens": 50}),
+    ("answer-reserve-without-client-max-tokens", {"reasoning_effort": "low"}, {"max_thinking_tokens": 64, "adjusted": ()}),
 ]
 
 
 @pytest.mark.parametrize(("fields", "expected"), [c[1:] for c in VALID], ids=[c[0] for c in VALID])
 def test_plan(settings: Settings, fields: dict[str, Any], expected: dict[str, Any]) -> None:
     plan = plan_request(req(**fields), settings)
-    got = {k: getattr(plan, k) for k in expected}
+    got = {k: field(plan, k) for k in expected}
     assert got == expected
 
 
@@ -177,6 +196,17 @@ INVALID = [
     # 16 choices x 3 beams x 2 expansions is above the 64 candidates one request may start.
     ("beam-too-many-candidates", {"n": 16, "reasoning": {"strategy": "beam_search", "beam_width": 3}},
      "reasoning.beam_width", None),
+    # Issue 11: best_of_n scores every candidate; early_stop on it was silently ignored before.
+    ("early-stop-with-best-of-n", {"reasoning": {"strategy": "best_of_n", "early_stop": True}},
+     "reasoning.early_stop", None),
+    # Issue 11, the answer reserve: an explicit thinking cap or minimum that leaves the
+    # answer less than min(128, max_tokens // 2) of the client's max_tokens is refused.
+    ("thinking-cap-leaves-no-answer-room", {"max_completion_tokens": 100, "reasoning": {"max_thinking_tokens": 80}},
+     "reasoning.max_thinking_tokens", None),
+    ("openrouter-cap-leaves-no-answer-room", {"max_tokens": 100, "reasoning": {"max_tokens": 80}},
+     "reasoning.max_tokens", None),
+    ("min-leaves-no-answer-room", {"max_tokens": 100, "reasoning": {"min_thinking_tokens": 60}},
+     "reasoning.min_thinking_tokens", None),
 ]
 
 
@@ -228,20 +258,76 @@ def test_planner_is_pure(settings: Settings) -> None:
     assert r.model_dump() == before
 
 
+def test_answer_reserve_is_shown_to_the_client(settings: Settings) -> None:
+    plan = plan_request(req(max_tokens=100, reasoning_effort="low"), settings)
+    assert len(plan.adjusted) == 1 and "64" in plan.adjusted[0] and "50" in plan.adjusted[0]
+    assert plan.public()["adjusted"] == list(plan.adjusted)
+    assert "adjusted" not in plan_request(req(max_tokens=1000, reasoning_effort="low"), settings).public()
+
+
 def test_public_plan_shows_what_ran(settings: Settings) -> None:
     public = plan_request(req(reasoning_effort="minimal"), settings).public()
     assert public["strategy"] == "single" and public["effort"] == "minimal"
     assert public["thinking"] is True and public["max_thinking_tokens"] == 32
-    assert public["samples"] == 1 and "continuation" not in public
+    # Issue 11: samples is shown only for strategies that sample (it was 1 for every plan).
+    assert "samples" not in public and "continuation" not in public
     forced = plan_request(req(reasoning_effort="high"), settings).public()
     high = settings.efforts["high"]
     assert forced["strategy"] == high.strategy
     assert (forced.get("min_thinking_tokens"), forced["max_thinking_tokens"]) == (
         high.min_thinking_tokens, high.max_thinking_tokens)
-    assert forced["continuation"] == settings.budget_forcing.continuation
+    assert forced["continuation"] == settings.thinking.continuation
     off = plan_request(req(), settings).public()
     assert off["thinking"] is False
     assert "max_thinking_tokens" not in off
+
+
+# -- the context window (issue 11: fitted by the planner, server/chat.py before) ------
+
+WINDOW_VALID = [
+    ("fits", {}, Window(2048, 100), {"max_tokens": 1024}),
+    ("default-clamped-to-the-window", {}, Window(2048, 2000), {"max_tokens": 48}),
+    ("client-max-tokens-that-fits", {"max_tokens": 48}, Window(2048, 2000), {"max_tokens": 48}),
+    ("overhead-ignored-without-thinking", {}, Window(2048, 2000, 10), {"max_tokens": 48}),
+    # 2048 - 1950 - 10 = 88 for thinking and answer; the answer keeps 44 of them.
+    ("thinking-overhead-and-answer-reserve", {"reasoning_effort": "low"}, Window(2048, 1950, 10),
+     {"max_tokens": 88, "thinking": True, "max_thinking_tokens": 44, "min_thinking_tokens": 32}),
+]
+
+
+@pytest.mark.parametrize(("fields", "window", "expected"), [c[1:] for c in WINDOW_VALID],
+                         ids=[c[0] for c in WINDOW_VALID])
+def test_plan_fits_the_window(settings: Settings, fields: dict[str, Any], window: Window,
+                              expected: dict[str, Any]) -> None:
+    plan = plan_request(req(**fields), settings, window)
+    assert {k: field(plan, k) for k in expected} == expected
+
+
+WINDOW_INVALID = [
+    ("prompt-fills-the-window", {}, Window(2048, 2048), "messages"),
+    ("max-tokens-over-the-room", {"max_tokens": 49}, Window(2048, 2000), "max_tokens"),
+    ("max-completion-tokens-over-the-room", {"max_completion_tokens": 49, "max_tokens": 10}, Window(2048, 2000),
+     "max_completion_tokens"),
+    ("thinking-overhead-counts", {"max_tokens": 48, "reasoning_effort": "low"}, Window(2048, 2000, 10), "max_tokens"),
+]
+
+
+@pytest.mark.parametrize(("fields", "window", "param"), [c[1:] for c in WINDOW_INVALID],
+                         ids=[c[0] for c in WINDOW_INVALID])
+def test_what_cannot_fit_the_window_is_400(settings: Settings, fields: dict[str, Any], window: Window,
+                                           param: str) -> None:
+    with pytest.raises(APIError) as info:
+        plan_request(req(**fields), settings, window)
+    assert (info.value.status, info.value.param, info.value.code) == (400, param, "context_length_exceeded")
+
+
+def test_auto_levels_fit_the_window(settings: Settings) -> None:
+    window = Window(2048, 1950, 10)
+    plan = plan_request(req(reasoning={"strategy": "auto"}), settings, window)
+    assert plan.max_tokens == 98  # the probe does not think
+    for level, sub in plan.options.levels:
+        room = window.max_model_len - window.prompt_tokens - (window.thinking_overhead if sub.thinking else 0)
+        assert sub.max_tokens <= room, level
 
 
 # -- sampling_for ----------------------------------------------------------
@@ -273,7 +359,7 @@ def test_sampling_for(settings: Settings, fields: dict[str, Any], choice: int, e
 
 def test_seeded_choices_differ_and_repeat(settings: Settings) -> None:
     r = req(seed=42, n=3)
-    plan = Plan(max_tokens=10)
+    plan = Plan(strategy="single", max_tokens=10)
     seeds = [sampling_for(r, plan, i).seed for i in range(3)]
     assert seeds == [42, 43, 44]
     assert seeds == [sampling_for(r, plan, i).seed for i in range(3)]
@@ -293,16 +379,17 @@ def test_auto_plan_holds_the_three_level_plans(budget: int | None) -> None:
     extra = {} if budget is None else {"budget_tokens": budget}
     plan = plan_request(req(reasoning={"strategy": "auto", **extra}), settings)
     assert plan.strategy == "auto" and plan.budget_tokens == budget
-    assert (plan.probe_samples, plan.probe_tokens, plan.easy_agreement, plan.medium_agreement) == (4, 32, 0.75, 0.5)
-    assert [level for level, _ in plan.auto] == ["easy", "medium", "hard"]
-    levels = dict(plan.auto)
+    o = plan.options
+    assert (o.probe_samples, o.probe_tokens, o.easy_agreement, o.medium_agreement) == (4, 32, 0.75, 0.5)
+    assert [level for level, _ in o.levels] == ["easy", "medium", "hard"]
+    levels = dict(o.levels)
     for level, row in AUTO_TABLE["levels"].items():
         # Each level is planned like a client's reasoning object (the client's budget carried over).
         assert levels[level] == plan_request(req(reasoning={**row, **extra}), settings), level
     assert (levels["easy"].strategy, levels["easy"].effort, levels["easy"].max_thinking_tokens) == ("single",
                                                                                                      "minimal", 32)
-    assert (levels["medium"].strategy, levels["medium"].samples) == ("self_consistency", 5)
-    assert (levels["hard"].strategy, levels["hard"].rounds, levels["hard"].thinking) == ("revision", 3, True)
+    assert (levels["medium"].strategy, levels["medium"].options.samples) == ("self_consistency", 5)
+    assert (levels["hard"].strategy, levels["hard"].options.rounds, levels["hard"].thinking) == ("revision", 3, True)
     public = plan.public()
     assert set(public["auto"]) == {"easy", "medium", "hard"} and public["auto"]["medium"]["samples"] == 5
     assert public["probe_samples"] == 4

@@ -113,11 +113,16 @@ def _expected_thinking(fields: dict[str, Any], s: Settings) -> bool | None:
     return preset.thinking and preset.max_thinking_tokens != 0
 
 
+def _reserve(max_tokens: int, s: Settings) -> int:
+    """The answer's share of a client's max_tokens that thinking may not take."""
+    return min(s.defaults.answer_reserve, max_tokens // 2)
+
+
 def _check_plan(plan: Plan, req: ChatCompletionRequest, s: Settings) -> None:
     assert plan.strategy in registry.IMPLEMENTED
     assert plan.effort in EFFORTS
     assert plan.max_tokens >= 1
-    assert plan.samples >= 1
+    assert getattr(plan.options, "samples", 1) >= 1
     if plan.thinking:
         assert plan.max_thinking_tokens is not None and plan.max_thinking_tokens >= 1
     else:
@@ -131,32 +136,38 @@ def _check_plan(plan: Plan, req: ChatCompletionRequest, s: Settings) -> None:
     asked = req.max_completion_tokens or req.max_tokens
     default = s.defaults.max_tokens + (plan.max_thinking_tokens or 0)
     assert plan.max_tokens == (asked if asked is not None else default)
+    if asked is not None and plan.thinking:
+        # Issue 11 (the answer reserve): a client's max_tokens keeps room for the answer.
+        assert plan.max_thinking_tokens <= asked - _reserve(asked, s)
     r = req.reasoning
     assert plan.include_reasoning is not (bool(r and r.exclude) or req.include_reasoning is False)
     if r is not None and r.budget_tokens is not None:
         assert plan.budget_tokens == r.budget_tokens
     # The work one request may start stays within the server's candidate limit.
+    assert registry.weight(plan) * req.n <= s.defaults.max_candidates
+    o = plan.options
     if plan.strategy in PARALLEL:
-        assert plan.samples * req.n <= s.parallel.max_candidates
+        assert o.samples * req.n <= s.defaults.max_candidates
         if r is not None and r.samples:
-            assert plan.samples == r.samples
+            assert o.samples == r.samples
     else:
-        assert plan.samples == 1
+        assert not hasattr(o, "samples")  # only the parallel strategies sample (was: samples == 1)
     if plan.strategy == "beam_search":
-        assert plan.beam_width * plan.expansions * req.n <= s.parallel.max_candidates
+        assert o.beam_width * o.expansions * req.n <= s.defaults.max_candidates
     if plan.strategy == "auto":
-        assert [level for level, _ in plan.auto] == ["easy", "medium", "hard"]
-        for _, sub in plan.auto:
+        assert [level for level, _ in o.levels] == ["easy", "medium", "hard"]
+        for _, sub in o.levels:
             assert sub.strategy != "auto"
             _check_level(sub)
     else:
-        assert plan.auto == ()
+        assert not hasattr(o, "levels")
     json.dumps(plan.public())  # shown to the client as reasoning_plan
 
 
 def _check_level(plan: Plan) -> None:
     """An auto level is planned like a client's request: the same budget invariants."""
-    assert plan.strategy in registry.IMPLEMENTED and plan.max_tokens >= 1 and plan.samples >= 1
+    assert plan.strategy in registry.IMPLEMENTED and plan.max_tokens >= 1
+    assert getattr(plan.options, "samples", 1) >= 1
     if plan.thinking:
         assert plan.max_thinking_tokens is not None and plan.max_thinking_tokens >= 1
     if plan.min_thinking_tokens is not None:
@@ -186,7 +197,9 @@ def test_plan_or_400_naming_a_request_field(fields: dict[str, Any]) -> None:
 def test_first_control_that_speaks_decides_thinking(fields: dict[str, Any]) -> None:
     out = _outcome(_request(fields), SETTINGS)
     if isinstance(out, Plan):
-        assert out.thinking is _expected_thinking(fields, SETTINGS), out
+        # ...unless max_tokens leaves no room beside the answer reserve (issue 11): then the plan says so.
+        reserved = any(note.startswith("thinking off") for note in out.adjusted)
+        assert out.thinking is (_expected_thinking(fields, SETTINGS) and not reserved), out
 
 
 @PROPERTY
@@ -211,10 +224,15 @@ def test_a_client_thinking_cap_is_the_plans_cap(fields: dict[str, Any], cap: int
     r = {k: v for k, v in fields.get("reasoning", {}).items() if k not in ("enabled", "max_tokens")}
     if r.get("effort") == "none":
         r.pop("effort")
-    out = _outcome(_request({**fields, "reasoning": {**r, "max_thinking_tokens": cap}}), SETTINGS)
+    req = _request({**fields, "reasoning": {**r, "max_thinking_tokens": cap}})
+    out = _outcome(req, SETTINGS)
+    # Issue 11 (the answer reserve): a cap that leaves the client's max_tokens too little
+    # for the answer is refused, naming it (before, it was taken and the answer starved).
+    asked = req.max_completion_tokens or req.max_tokens
+    fits = asked is None or cap <= asked - _reserve(asked, SETTINGS)
     if isinstance(out, Plan):
-        assert out.thinking and out.max_thinking_tokens == cap
-    else:
+        assert fits and out.thinking and out.max_thinking_tokens == cap
+    elif fits:
         assert out.param != "reasoning.max_thinking_tokens", out.message
 
 

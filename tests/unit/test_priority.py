@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.admission import Admission, engine_priority
-from server.chat import _check_request
 from server.errors import APIError
 from server.planner import plan_request, sampling_for
+from server.prepare import check_limits
 from server.settings import load_settings
 from server.state import AppState
 from server.wire import ChatCompletionRequest
@@ -69,10 +69,10 @@ def test_client_priority_needs_the_priority_policy(policy: str, priority: int, a
     state = AppState(load_settings(overrides={"engine": {"scheduling_policy": policy}}), "unused")
     req = _req(priority=priority)
     if allowed:
-        _check_request(req, state)
+        check_limits(req, state)
     else:
         with pytest.raises(APIError) as info:
-            _check_request(req, state)
+            check_limits(req, state)
         assert info.value.status == 400 and info.value.param == "priority"
 
 

@@ -8,7 +8,7 @@ shows up as a mismatch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pytest
 from scripted_engine import EOS, WORD_BASE, Call, Output, ScriptedEngine, char_model_info, word
@@ -17,13 +17,26 @@ from strategies.answers import answer_key
 from strategies.events import Answer, Event, Progress, Thinking
 from strategies.ledger import Usage
 from strategies.plan import Plan
-from strategies.runner import run_plan
-from tests.unit.harness import CLOSE, RID, THINK_PROMPT, P, contexts, done_of, followup, kept, run_to_end
+from tests.unit.harness import (
+    CLOSE,
+    RID,
+    THINK_PROMPT,
+    P,
+    contexts,
+    done_of,
+    events_of,
+    followup,
+    kept,
+    make_plan,
+    run_to_end,
+    trace_of,
+    vary,
+)
 
 CRITIQUE = "Check your answer."
 REVISE = "Write the corrected answer."
-BASE = Plan(strategy="revision", max_tokens=100, rounds=2, critique_prompt=CRITIQUE, revise_prompt=REVISE,
-            critique_ok=r"(?i)\bno errors?\b")
+BASE = make_plan("revision", max_tokens=100, rounds=2, critique_prompt=CRITIQUE, revise_prompt=REVISE,
+                 critique_ok=r"(?i)\bno errors?\b")
 
 # "So the answer is 41." with " the" and " answer" as single word tokens.
 DRAFT_41: Output = ["So", [word(" the"), word(" answer")], " is 41.", EOS]
@@ -74,21 +87,21 @@ class Case:
 CASES: dict[str, Case] = {
     "critique-finds-no-error": Case(BASE, [DRAFT_41, NO_ERRORS], ["draft", "critique"],
                                     "critique found no error", "So the answer is 41."),
-    "revised-then-no-error": Case(replace(BASE, rounds=3), [DRAFT_41, WRONG, REVISED_42, NO_ERRORS],
+    "revised-then-no-error": Case(vary(BASE, rounds=3), [DRAFT_41, WRONG, REVISED_42, NO_ERRORS],
                                   ["draft", "critique", "revision", "critique"],
                                   "critique found no error", "So the answer is 42."),
     # The revision says 41 again, in other words: the answer is stable, stop.
-    "answer-unchanged": Case(replace(BASE, rounds=3), [DRAFT_41, WRONG, ["The answer is 41.", EOS]],
+    "answer-unchanged": Case(vary(BASE, rounds=3), [DRAFT_41, WRONG, ["The answer is 41.", EOS]],
                              ["draft", "critique", "revision"], "answer unchanged", "The answer is 41."),
     "rounds-exhausted": Case(BASE, [DRAFT_41, WRONG, REVISED_42, ["Still wrong.", EOS], ["It is 43.", EOS]],
                              ["draft", "critique", "revision", "critique", "revision"],
                              "rounds exhausted", "It is 43."),
-    "rounds-0-is-the-draft": Case(replace(BASE, rounds=0), [DRAFT_41], ["draft"], "rounds exhausted",
+    "rounds-0-is-the-draft": Case(vary(BASE, rounds=0), [DRAFT_41], ["draft"], "rounds exhausted",
                                   "So the answer is 41."),
     # critique_ok is what stops the rounds: without it "No errors." is just a critique.
-    "critique-ok-unset": Case(replace(BASE, rounds=1, critique_ok=""), [DRAFT_41, NO_ERRORS, REVISED_42],
+    "critique-ok-unset": Case(vary(BASE, rounds=1, critique_ok=""), [DRAFT_41, NO_ERRORS, REVISED_42],
                               ["draft", "critique", "revision"], "rounds exhausted", "So the answer is 42."),
-    "thinking-first": Case(replace(BASE, thinking=True, max_thinking_tokens=40), [THOUGHT, DRAFT_41, WRONG,
+    "thinking-first": Case(vary(BASE, thinking=True, max_thinking_tokens=40), [THOUGHT, DRAFT_41, WRONG,
                                                                                 REVISED_42, NO_ERRORS],
                            ["draft", "critique", "revision", "critique"], "critique found no error",
                            "So the answer is 42."),
@@ -135,7 +148,7 @@ async def test_draft_critique_revise(case: Case) -> None:
     assert answer_at == len(events) - 2 and done.finish_reason == "stop"
 
     # -- the trace lists every turn ---------------------------------------------
-    trace = done.trace
+    trace = trace_of(events)
     assert trace["strategy"] == "revision" and trace["stopped"] == case.stopped
     assert trace["turns"] == [{"turn": label, "tokens": len(c.output_ids), "finish_reason": c.finish_reason,
                                "text": c.text} for label, c in zip(case.labels, turns)]
@@ -164,21 +177,21 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     # 12 + 12, then only 6 left for the revision; no room for another critique.
     "budget-cuts-the-revision": Budget(
-        replace(BASE, max_tokens=12, budget_tokens=30),
+        vary(BASE, max_tokens=12, budget_tokens=30),
         [["The answer is 41.", EOS], ["Wrong, it is 42.", EOS], ["The answer is 42.", EOS]],
         [12, 12, 6], ["draft", "critique", "revision"], "The an", 12),
     "budget-ends-before-the-critique": Budget(
-        replace(BASE, budget_tokens=17), [["The answer is 41.", EOS]], [17], ["draft"], "The answer is 41.", 0),
+        vary(BASE, budget_tokens=17), [["The answer is 41.", EOS]], [17], ["draft"], "The answer is 41.", 0),
     "max-tokens-bounds-every-turn": Budget(
-        replace(BASE, max_tokens=8, budget_tokens=100),
+        vary(BASE, max_tokens=8, budget_tokens=100),
         [["The answer is 41.", EOS], ["No errors.", EOS]], [8, 8], ["draft", "critique"], "The answ", 8,
         "critique found no error"),  # "No error", cut at 8, still says so
     "thinking-shares-the-budget": Budget(
-        replace(BASE, thinking=True, max_thinking_tokens=10, budget_tokens=25), [["abcdefghijklmnop"],
+        vary(BASE, thinking=True, max_thinking_tokens=10, budget_tokens=25), [["abcdefghijklmnop"],
                                                                                 ["The answer is 41.", EOS]],
         [10, 15], ["draft"], "The answer is 4", 10),
     "no-room-left-for-a-draft": Budget(
-        replace(BASE, thinking=True, max_thinking_tokens=10, budget_tokens=10), [["abcdefghijklmnop"]],
+        vary(BASE, thinking=True, max_thinking_tokens=10, budget_tokens=10), [["abcdefghijklmnop"]],
         [10], [], None, 10),
 }
 
@@ -194,20 +207,32 @@ async def test_budget_and_max_tokens_bound_every_turn(case: Budget) -> None:
     spent = sum(len(c.output_ids) for c in engine.calls)
     assert usage.completion_tokens == spent <= plan.budget_tokens
     assert usage.reasoning_tokens == case.reasoning
-    done = done_of(events)
+    done, trace = done_of(events), trace_of(events)
     assert done.finish_reason == "length"
-    assert [t["turn"] for t in done.trace["turns"]] == case.labels
-    assert done.trace["stopped"] == case.stopped
+    assert [t["turn"] for t in trace["turns"]] == case.labels
+    assert trace["stopped"] == case.stopped
     assert answers(events) == ([] if case.answer is None else [case.answer])
-    assert done.trace["rounds_run"] == case.labels.count("critique")
-    assert ("thinking" in done.trace) is plan.thinking
+    assert trace["rounds_run"] == case.labels.count("critique")
+    assert ("thinking" in trace) is plan.thinking
 
 
 @pytest.mark.asyncio
 async def test_without_a_followup_turn_it_fails_before_the_engine() -> None:
     engine = ScriptedEngine(char_model_info(), [DRAFT_41])
     with pytest.raises(ValueError, match="follow-up"):
-        async for _ in run_plan(BASE, 1, contexts(engine, P, 100)):
+        async for _ in events_of(BASE, 1, contexts(engine, P, 100)):
             pass
     assert engine.calls == []
 
+
+
+@pytest.mark.asyncio
+async def test_a_turn_may_fill_the_context_window_exactly() -> None:
+    # Issue 11: every phase's room is RunContext.room, and vLLM allows prompt + max_tokens
+    # == max_model_len; a revision turn no longer keeps one more token back (it asked 19 here).
+    engine = ScriptedEngine(char_model_info(max_model_len=len(P) + 20), [DRAFT_41])
+    plan = vary(BASE, rounds=0)
+    engine, events, _ = await run_to_end(engine, plan, 1, contexts(engine, P, plan.max_tokens, followup=followup))
+    (draft,) = engine.calls
+    assert len(draft.prompt_ids) + draft.sampling.max_tokens == engine.info.max_model_len
+    assert answers(events) == ["So the answer is 41."]

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from scripted_engine import EOS, Output, ScriptedEngine, char_model_info, encode
 
+from strategies import single
 from strategies.context import RunContext
 from strategies.engine import Sampling
 from strategies.events import Answer, ChoiceDone, Event, Thinking
 from strategies.ledger import Usage
 from strategies.plan import Plan
-from strategies.runner import run_plan
-from strategies.single import single
+from strategies.trace import to_json
 from tests.unit.harness import (
     CLOSE,
     FIELDS,
@@ -30,7 +30,9 @@ from tests.unit.harness import (
     chat,
     close_at,
     contexts,
+    events_of,
     join_stream,
+    make_plan,
     parse_sse,
     run_to_end,
     stream_and_response,
@@ -60,40 +62,40 @@ class Setup:
 
 ON = dict(thinking=True)
 SETUPS: dict[str, Setup] = {
-    "thinking-off": Setup(Plan(thinking=False, max_tokens=50), answer=["The answer", " is 4.", EOS]),
-    "answer-length": Setup(Plan(thinking=False, max_tokens=4), answer=["The answer", " is 4.", EOS]),
-    "budget-tokens-caps-thinking-off": Setup(Plan(thinking=False, max_tokens=100), budget=5,
+    "thinking-off": Setup(make_plan(thinking=False, max_tokens=50), answer=["The answer", " is 4.", EOS]),
+    "answer-length": Setup(make_plan(thinking=False, max_tokens=4), answer=["The answer", " is 4.", EOS]),
+    "budget-tokens-caps-thinking-off": Setup(make_plan(thinking=False, max_tokens=100), budget=5,
                                              answer=["The answer", " is 4.", EOS]),
     # The client's stop string "two" must not end the thinking, only the answer.
     "model-closes-word-tag": Setup(
-        Plan(**ON, max_thinking_tokens=100, max_tokens=200),
+        make_plan(**ON, max_thinking_tokens=100, max_tokens=200),
         think=["Two plus", " two.", [CLOSE], "junk"], answer=["The answer", " is 4.", EOS],
         client={"stop": ("two",)}),
     "model-closes-char-tag": Setup(
-        Plan(**ON, max_thinking_tokens=100, max_tokens=200),
+        make_plan(**ON, max_thinking_tokens=100, max_tokens=200),
         think=["Two plus two.</th", "ink>junk"], answer=["The answer", " is 4.", EOS]),
     "cut-by-max-thinking": Setup(
-        Plan(**ON, max_thinking_tokens=5, max_tokens=100), think=["abcdefghij"], answer=["ok", EOS]),
+        make_plan(**ON, max_thinking_tokens=5, max_tokens=100), think=["abcdefghij"], answer=["ok", EOS]),
     "cut-mid-close-tag": Setup(
-        Plan(**ON, max_thinking_tokens=7, max_tokens=100), think=["abcd</think>x"], answer=["ok", EOS]),
+        make_plan(**ON, max_thinking_tokens=7, max_tokens=100), think=["abcd</think>x"], answer=["ok", EOS]),
     "eos-while-thinking": Setup(
-        Plan(**ON, max_thinking_tokens=50, max_tokens=100), think=["abc" + EOS], answer=["ok", EOS]),
+        make_plan(**ON, max_thinking_tokens=50, max_tokens=100), think=["abc" + EOS], answer=["ok", EOS]),
     "thinking-takes-all-max-tokens": Setup(
-        Plan(**ON, max_thinking_tokens=None, max_tokens=6), think=["abcdefghij"]),
+        make_plan(**ON, max_thinking_tokens=None, max_tokens=6), think=["abcdefghij"]),
     "max-thinking-above-max-tokens": Setup(
-        Plan(**ON, max_thinking_tokens=100, max_tokens=6), think=["abcdefghij"]),
+        make_plan(**ON, max_thinking_tokens=100, max_tokens=6), think=["abcdefghij"]),
     "closed-exactly-at-max-tokens": Setup(
-        Plan(**ON, max_thinking_tokens=100, max_tokens=14), think=["Two plus", " two.", [CLOSE]]),
+        make_plan(**ON, max_thinking_tokens=100, max_tokens=14), think=["Two plus", " two.", [CLOSE]]),
     "budget-tokens-exhausted-by-thinking": Setup(
-        Plan(**ON, max_thinking_tokens=50, max_tokens=100), budget=10, think=["abcdefghijklmnop"]),
+        make_plan(**ON, max_thinking_tokens=50, max_tokens=100), budget=10, think=["abcdefghijklmnop"]),
     "budget-tokens-caps-answer": Setup(
-        Plan(**ON, max_thinking_tokens=10, max_tokens=100), budget=13,
+        make_plan(**ON, max_thinking_tokens=10, max_tokens=100), budget=13,
         think=["abcdefghijklmnop"], answer=["The answer", EOS]),
     "logprobs": Setup(
-        Plan(**ON, max_thinking_tokens=100, max_tokens=200),
+        make_plan(**ON, max_thinking_tokens=100, max_tokens=200),
         think=["Two plus", " two.", [CLOSE]], answer=["The", " answer", EOS], client={"logprobs": 2}),
     "n3": Setup(
-        Plan(**ON, max_thinking_tokens=100, max_tokens=200), n=3, client={"seed": 7},
+        make_plan(**ON, max_thinking_tokens=100, max_tokens=200), n=3, client={"seed": 7},
         think=lambda s: [f"seed {s.seed}", "...", [CLOSE]], answer=lambda s: [f"answer {s.seed}", EOS]),
 }
 
@@ -184,7 +186,7 @@ async def test_single(name: str) -> None:
     assert kinds == sorted(kinds, key=[Thinking, Answer, ChoiceDone].index)
     done = [e for e in events if isinstance(e, ChoiceDone)]
     assert len(done) == 1 and done[0].finish_reason == want.finish
-    trace = done[0].trace
+    trace = to_json(done[0].trace)
     for key, value in want.trace.items():
         if isinstance(value, dict):  # a subset of the nested entry
             assert {k: trace[key][k] for k in value} == value
@@ -278,14 +280,14 @@ async def test_stream_equals_response(name: str, include_reasoning: bool) -> Non
 
 # -- stopping early aborts the engine ---------------------------------------
 
-LONG_THINK = Setup(Plan(thinking=True, max_thinking_tokens=100, max_tokens=200), n=2,
+LONG_THINK = Setup(make_plan(thinking=True, max_thinking_tokens=100, max_tokens=200), n=2,
                    think=["a"] * 60, answer=["b"] * 60)
 
 
 @pytest.mark.asyncio
 async def test_closing_the_event_stream_aborts_every_engine_request() -> None:
     engine = ScriptedEngine(char_model_info(), LONG_THINK.script)
-    events = run_plan(LONG_THINK.plan, LONG_THINK.n, make_ctx(LONG_THINK, engine))
+    events = events_of(LONG_THINK.plan, LONG_THINK.n, make_ctx(LONG_THINK, engine))
     first = await events.__anext__()
     assert isinstance(first, Thinking)
     await events.aclose()  # type: ignore[attr-defined]
@@ -297,7 +299,7 @@ async def test_closing_the_event_stream_aborts_every_engine_request() -> None:
 @pytest.mark.asyncio
 async def test_cancelling_the_consumer_aborts_every_engine_request() -> None:
     engine = ScriptedEngine(char_model_info(), LONG_THINK.script)
-    await cancel_consumer(run_plan(LONG_THINK.plan, LONG_THINK.n, make_ctx(LONG_THINK, engine)))
+    await cancel_consumer(events_of(LONG_THINK.plan, LONG_THINK.n, make_ctx(LONG_THINK, engine)))
     assert sorted(engine.aborted) == [f"{RID}-c0-think", f"{RID}-c1-think"]
     assert engine.in_flight == 0
 
@@ -306,7 +308,7 @@ async def test_cancelling_the_consumer_aborts_every_engine_request() -> None:
 async def test_closing_during_the_answer_aborts_the_answer_request() -> None:
     setup = Setup(LONG_THINK.plan, think=["think", [CLOSE]], answer=["b"] * 60)
     engine = ScriptedEngine(char_model_info(), setup.script)
-    await close_at(run_plan(setup.plan, 1, make_ctx(setup, engine)), Answer)
+    await close_at(events_of(setup.plan, 1, make_ctx(setup, engine)), Answer)
     assert engine.finished == [f"{RID}-c0-think"]
     assert engine.aborted == [f"{RID}-c0-answer"]
     assert engine.in_flight == 0
@@ -315,7 +317,7 @@ async def test_closing_during_the_answer_aborts_the_answer_request() -> None:
 @pytest.mark.asyncio
 async def test_closing_the_strategy_itself_aborts_at_once() -> None:
     engine = ScriptedEngine(char_model_info(), LONG_THINK.script)
-    gen = single(make_ctx(LONG_THINK, engine)(0), LONG_THINK.plan)
+    gen = single.run(make_ctx(LONG_THINK, engine)(0), LONG_THINK.plan)
     assert isinstance(await gen.__anext__(), Thinking)
     await gen.aclose()  # type: ignore[attr-defined]
     # No event-loop turn in between: the abort must not wait for garbage collection.
@@ -332,6 +334,6 @@ async def test_a_failing_choice_fails_the_run_and_aborts_the_others() -> None:
     setup = Setup(LONG_THINK.plan, n=2, think=think, client={"seed": 0})
     engine = ScriptedEngine(char_model_info(), setup.script)
     with pytest.raises(RuntimeError, match="engine exploded"):
-        async for _ in run_plan(setup.plan, setup.n, make_ctx(setup, engine)):
+        async for _ in events_of(setup.plan, setup.n, make_ctx(setup, engine)):
             pass
     assert engine.aborted == [f"{RID}-c0-think"] and engine.in_flight == 0

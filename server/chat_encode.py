@@ -1,9 +1,11 @@
-"""Two folds over one event stream: SSE chunks and the non-streamed response.
+"""The OpenAI chat encoding: two folds over one event stream, SSE
+``chat.completion.chunk`` frames and the non-streamed ``chat.completion``.
 
 Because both consume the same events, the joined stream equals the
-non-streamed response. Each has ``feed()`` / ``finish()`` and holds no state
-beyond what the response needs; the per-token path is a dict and one
-``orjson.dumps``.
+non-streamed response. Each is a transport encoder (server/transport.py):
+``start()`` / ``feed()`` / ``finish()`` / ``error()``, holding no state beyond
+what the response needs; the per-token path is a dict and one
+``orjson.dumps``. Other API surfaces have encoders of their own beside this one.
 """
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ import orjson
 from strategies.engine import TokenLogprob
 from strategies.events import Answer, ChoiceDone, Event, Progress, Thinking
 from strategies.ledger import Usage
+from strategies.trace import to_json
+
+from .errors import APIError, error_body
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,10 @@ DONE = b"data: [DONE]\n\n"
 class ChunkEncoder:
     """Events -> ``chat.completion.chunk`` SSE frames."""
 
+    streaming = True
+    media_type = "text/event-stream"
+    ping = b": ping\n\n"
+
     def __init__(self, meta: ResponseMeta) -> None:
         self.meta = meta
         self._base = {
@@ -107,7 +116,7 @@ class ChunkEncoder:
             extra = {"candidate": event.candidate} if event.candidate is not None else {}
             return self._chunk(event.choice, delta, **extra)
         if isinstance(event, ChoiceDone):
-            return self._chunk(event.choice, {}, event.finish_reason, reasoning_trace=event.trace)
+            return self._chunk(event.choice, {}, event.finish_reason, reasoning_trace=to_json(event.trace))
         if isinstance(event, Progress):
             return b": progress " + orjson.dumps({"choice": event.choice, **event.info}) + b"\n\n"
         return None
@@ -118,9 +127,17 @@ class ChunkEncoder:
             tail = _sse({**self._base, "choices": [], "usage": usage_dict(usage)})
         return tail + DONE
 
+    def error(self, err: APIError) -> bytes:
+        """After the first byte: one error frame, then [DONE]."""
+        return _sse(error_body(err.status, err.message, err.param, err.code)) + DONE
+
 
 class ResponseFold:
     """Events -> one ``chat.completion`` object."""
+
+    streaming = False
+    media_type = "application/json"
+    ping = b""
 
     def __init__(self, meta: ResponseMeta) -> None:
         self.meta = meta
@@ -141,13 +158,22 @@ class ResponseFold:
             self.thinking[event.choice].append(event.text)
         elif isinstance(event, ChoiceDone):
             self.finish_reason[event.choice] = event.finish_reason
-            self.trace[event.choice] = event.trace
+            self.trace[event.choice] = to_json(event.trace)
 
     def feed_all(self, events: Iterable[Event]) -> None:
         for e in events:
             self.feed(e)
 
-    def finish(self, usage: Usage) -> dict[str, Any]:
+    def start(self) -> bytes:
+        return b""
+
+    def finish(self, usage: Usage) -> bytes:
+        return orjson.dumps(self.response(usage))
+
+    def error(self, err: APIError) -> bytes:
+        return orjson.dumps(error_body(err.status, err.message, err.param, err.code))
+
+    def response(self, usage: Usage) -> dict[str, Any]:
         choices = []
         for i in range(self.meta.n):
             message: dict[str, Any] = {"role": "assistant", "content": "".join(self.answer[i])}

@@ -1,0 +1,100 @@
+"""The one step between a parsed request and its run: validate, plan, admit,
+render, fit to the context window.
+
+Everything that can be wrong with a request is found here, before the first
+byte: limits that need the settings, the plan (strategy options included),
+admission (429 / 503), the chat template, the context window and the answer
+reserve. What comes out is everything the run needs; every API surface maps
+its request onto a ``ChatCompletionRequest`` and comes through here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from strategies import registry
+from strategies.context import RunContext
+from strategies.ledger import Ledger
+from strategies.plan import Plan
+from strategies.runner import RunPlan
+
+from .admission import Ticket, engine_priority
+from .errors import APIError, bad_request
+from .planner import Window, plan_request, sampling_for
+from .prompt import Prompt
+from .state import AppState
+from .wire import ChatCompletionRequest
+
+
+@dataclass(frozen=True)
+class Prepared:
+    plan: Plan
+    prompt: Prompt
+    ticket: Ticket
+    run: RunPlan
+    # Answer tokens stream as they are generated (no pings needed).
+    streams_tokens: bool
+
+
+def check_limits(req: ChatCompletionRequest, state: AppState) -> None:
+    """Limits that need the settings (the wire model has the fixed ones)."""
+    settings = state.settings
+    limits = settings.server
+    if req.model not in state.model_names:
+        raise APIError(404, f"The model `{req.model}` does not exist.", "model", "model_not_found")
+    if req.n > settings.defaults.max_n:
+        raise bad_request(f"n must be at most {settings.defaults.max_n}", "n")
+    if len(req.messages) > limits.max_messages:
+        raise bad_request(f"at most {limits.max_messages} messages are allowed", "messages")
+    if req.top_logprobs is not None and not req.logprobs:
+        raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
+    stops = [req.stop] if isinstance(req.stop, str) else (req.stop or [])
+    if any(not s for s in stops):
+        raise bad_request("stop strings must not be empty", "stop")
+    if any(len(s) > limits.max_stop_chars for s in stops):
+        raise bad_request(f"stop strings must be at most {limits.max_stop_chars} characters", "stop")
+    if req.timeout is not None and req.timeout > limits.max_request_timeout:
+        raise bad_request(f"timeout must be at most {limits.max_request_timeout:g} s", "timeout")
+    if req.priority and settings.engine.scheduling_policy != "priority":
+        raise bad_request("priority needs a server whose [engine] scheduling_policy is \"priority\"", "priority")
+    if req.tool_choice not in (None, "none", "auto"):
+        raise bad_request("only tool_choice 'none' and 'auto' are supported", "tool_choice")
+
+
+def prepare(req: ChatCompletionRequest, state: AppState, request_id: str) -> Prepared:
+    check_limits(req, state)
+    settings = state.settings
+    plan = plan_request(req, settings)
+    engine = state.require_engine()
+    # Admission before the prompt is even rendered, so a 429 costs the server
+    # (which shares the CPU with the engine) almost nothing.
+    try:
+        ticket = state.admission.admit(registry.weight(plan) * req.n,
+                                       req.timeout or settings.server.request_timeout)
+    except APIError as exc:
+        state.metrics.rejected.labels(exc.code).inc()
+        raise
+    try:
+        renderer, followup = state.renderer, state.followup
+        assert renderer is not None
+        prompt = renderer.render(req, plan.thinking)
+        window = Window(engine.info.max_model_len, len(prompt.ids),
+                        len(prompt.think_prefix_ids) + len(prompt.think_suffix_ids))
+        fitted = plan_request(req, settings, window)
+        if fitted.thinking != plan.thinking:  # the answer reserve turned thinking off
+            prompt = renderer.render(req, fitted.thinking)
+        plan = fitted
+    except BaseException:
+        ticket.release()
+        raise
+    by_priority = settings.engine.scheduling_policy == "priority"
+    priority = engine_priority(req.priority, ticket.seq) if by_priority else 0
+
+    def make_ctx(i: int) -> RunContext:
+        return RunContext(
+            engine=engine, prompt_ids=prompt.ids, think_prefix_ids=prompt.think_prefix_ids,
+            think_suffix_ids=prompt.think_suffix_ids, sampling=sampling_for(req, plan, i, priority),
+            request_id=request_id, choice=i, ledger=Ledger(len(prompt.ids), plan.budget_tokens),
+            followup=followup)
+
+    return Prepared(plan, prompt, ticket, RunPlan(plan, req.n, make_ctx),
+                    registry.get(plan.strategy).streams_tokens)

@@ -1,0 +1,141 @@
+"""Strategy ``self_consistency`` (Wang et al. 2022, arXiv:2203.11171).
+
+``samples`` candidates (strategies/candidates.py) run at once; each
+candidate's final answer is extracted and voted on (majority, or weighted by
+DeepConf confidence with ``scorer: "confidence"``); the winner's thinking and
+answer are returned. With ``early_stop`` it samples in windows and stops,
+aborting the candidates still running, by ESC (Li et al. 2024), by
+Adaptive-Consistency (Aggarwal et al. 2023) or as soon as the leader cannot
+be overtaken (strategies/voting.py).
+"""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+
+from . import scoring
+from .candidates import KEYS, Candidate, ParallelConfig, Pool, collect, logprobs_needed, replay
+from .context import RunContext
+from .descriptor import OptionSource, Strategy
+from .errors import PlanError
+from .events import ChoiceDone, Event
+from .plan import Plan
+from .trace import CandidateTrace, Trace
+from .voting import Tally, should_stop
+
+
+@dataclass(frozen=True)
+class SelfConsistencyOptions:
+    samples: int
+    scorer: str | None
+    vote: str  # "majority" | "weighted"
+    early_stop: bool
+    window: int
+    stop_rule: str  # "esc" | "adaptive" | "overtake"
+    stop_threshold: float
+    share_prefix: bool
+    stream_candidates: bool
+
+    def public(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SelfConsistencyTrace(Trace):
+    strategy: str
+    samples: int
+    started: int
+    selected: int
+    candidates: tuple[CandidateTrace, ...]
+    votes: dict[str, int]
+    early_stopped: bool
+    answer: str | None
+    tokens_saved_estimate: int
+
+    def candidate_traces(self) -> tuple[CandidateTrace, ...]:
+        return self.candidates
+
+    def early_stop_savings(self) -> int | None:
+        return self.tokens_saved_estimate if self.early_stopped else None
+
+
+def read(src: OptionSource) -> SelfConsistencyOptions:
+    cfg: ParallelConfig = src.config
+    scorer = src.get("scorer")
+    scoring.check_scorer(scorer)
+    if scorer is not None and scorer != "confidence":
+        raise PlanError("self_consistency weighs votes by confidence only", "reasoning.scorer")
+    return SelfConsistencyOptions(
+        samples=src.get("samples") or cfg.samples, scorer=scorer,
+        vote="weighted" if scorer == "confidence" else cfg.vote,
+        early_stop=src.get("early_stop", cfg.early_stop), window=cfg.window, stop_rule=cfg.stop_rule,
+        stop_threshold=cfg.stop_threshold, share_prefix=cfg.share_prefix,
+        stream_candidates=bool(src.get("stream_candidates", False)))
+
+
+async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
+    o: SelfConsistencyOptions = plan.options  # type: ignore[assignment]
+    weighted = o.vote == "weighted"
+    pool = Pool(ctx, plan, o.samples, share_prefix=o.share_prefix, logprobs=logprobs_needed(ctx, weighted))
+    window = o.window if o.early_stop and o.window > 0 else o.samples
+    tally = Tally()
+    stopped = False
+    keys: list[str | None] = []
+
+    def on_done(cand: Candidate) -> bool:
+        nonlocal stopped
+        tally.add(cand.key, cand.score if weighted and cand.score is not None else 1.0, cand.index)
+        keys.append(cand.key)
+        if not o.early_stop:
+            return False
+        left = o.samples - len(pool.finished())
+        # ESC looks at a window once all of it has finished; stopping when nothing
+        # is left to sample saves nothing: not an early stop.
+        whole = keys if not pool.fan.running else []
+        stopped = left > 0 and should_stop(o.stop_rule, tally, whole, left, o.stop_threshold)
+        return stopped
+
+    try:
+        started = 0
+        while started < o.samples and not stopped:
+            keys.clear()
+            batch = list(range(started, min(o.samples, started + window)))
+            pool.start_all(batch)  # some may start a moment later, from the prefix cache
+            started += len(batch)
+            async for event in collect(pool, on_done, stream_candidates=o.stream_candidates, confidence=weighted):
+                yield event
+    finally:
+        await pool.fan.aclose()
+    winner = _pick_by_vote(pool, tally, weighted)
+    for event in replay(ctx, winner):
+        yield event
+    votes = {k: tally.counts[k] for k in tally.ranked(weighted)}
+    yield ChoiceDone(ctx.choice, winner.finish_reason or "stop", SelfConsistencyTrace(
+        plan.strategy, o.samples, len(pool.candidates), winner.index, pool.traces(), votes, stopped, winner.key,
+        _saved(pool, o.samples)))
+
+
+def _saved(pool: Pool, samples: int) -> int:
+    """Tokens early stopping did not spend: never-started candidates at the mean
+    length of the finished ones, plus what aborted ones would have added."""
+    done = [c for c in pool.finished() if not c.aborted]
+    if not done:
+        return 0
+    mean = sum(c.tokens for c in done) / len(done)
+    unstarted = samples - len(pool.candidates)
+    aborted = sum(max(0.0, mean - c.tokens) for c in pool.candidates.values() if c.aborted)
+    return round(unstarted * mean + aborted)
+
+
+def _pick_by_vote(pool: Pool, tally: Tally, weighted: bool) -> Candidate:
+    done = sorted(pool.finished(), key=lambda c: c.index)
+    if not done:
+        raise RuntimeError("no candidate finished")
+    lead = tally.leader(weighted)
+    backers = [c for c in done if c.key == lead] or done
+    return max(backers, key=lambda c: (c.score if c.score is not None else 0.0, -c.index))
+
+
+STRATEGY = Strategy(
+    name="self_consistency", run=run, read=read, keys=KEYS, section="parallel", config=ParallelConfig,
+    weight=lambda plan: plan.options.samples, weight_param="reasoning.samples")  # type: ignore[attr-defined]
