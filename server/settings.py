@@ -218,7 +218,9 @@ def load_settings(config: str | Path | None = None, overrides: dict[str, Any] | 
     efforts_file = data.pop("effort_file", None)
     efforts_path = Path(efforts_file) if efforts_file else CONFIG_DIR / "effort.toml"
     data.setdefault("efforts", _read(efforts_path))
-    data.setdefault("auto", _read(CONFIG_DIR / "auto.toml"))
+    for section in registry.sections():  # a strategy may keep its section in configs/<section>.toml
+        if (CONFIG_DIR / f"{section}.toml").is_file():
+            data.setdefault(section, _read(CONFIG_DIR / f"{section}.toml"))
     data = _merge(data, overrides or {})
     env_key = os.environ.get("PONDER_API_KEY")
     if env_key:

@@ -115,7 +115,7 @@ def _expected_thinking(fields: dict[str, Any], s: Settings) -> bool | None:
 
 def _reserve(max_tokens: int, s: Settings) -> int:
     """The answer's share of a client's max_tokens that thinking may not take."""
-    return min(s.defaults.answer_reserve, max_tokens // 2)
+    return min(s.defaults.answer_reserve, max(1, max_tokens // 2))
 
 
 def _check_plan(plan: Plan, req: ChatCompletionRequest, s: Settings) -> None:
