@@ -24,6 +24,7 @@ from .body import parse_body
 from .chat import chat_completions
 from .middleware import RequestContext
 from .prompt import Renderer, followup_renderer
+from .sandbox import Sandbox
 from .state import AppState, ServedEngine
 from .wire import ChatCompletionRequest
 
@@ -169,6 +170,15 @@ def _freeze_startup_heap() -> None:
     gc.freeze()
 
 
+async def _check_sandbox(state: AppState) -> None:
+    """Probe the code interpreter's sandbox once; without it the tool is refused, with this reason."""
+    sandbox = Sandbox(state.settings.sandbox)
+    reason = await sandbox.check()
+    state.sandbox, state.sandbox_unavailable = sandbox, reason
+    if reason:
+        log.warning("code interpreter unavailable: %s", reason)
+
+
 async def _start(state: AppState, start_engine: Callable[[], ServedEngine]) -> None:
     t0 = time.perf_counter()
     try:
@@ -180,8 +190,16 @@ async def _start(state: AppState, start_engine: Callable[[], ServedEngine]) -> N
     cfg, tokenizer = state.settings.model, engine.tokenizer
     # Renderer first: a request that sees the engine finds everything it needs.
     state.renderer = Renderer.build(tokenizer, cfg.think_open, cfg.think_close, cfg.native_thinking,
-                                    cfg.chat_template_kwargs)
+                                    cfg.chat_template_kwargs, cfg.tool_prompt, cfg.keep_reasoning)
     state.followup = followup_renderer(tokenizer, cfg.chat_template_kwargs)
+    try:
+        state.tool_parser = engine.tool_parser(cfg.tool_parser)
+    except ValueError as exc:
+        state.startup_error = f"[model] tool_parser: {exc}"
+        log.error("%s", state.startup_error)
+        engine.shutdown()
+        return
+    await _check_sandbox(state)
     state.engine = engine
     _freeze_startup_heap()
     state.started_at = time.time()

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from strategies.engine import TokenLogprob
-from strategies.events import Answer, ChoiceDone, Event, Progress, Thinking
+from strategies.events import Answer, ChoiceDone, Event, Progress, Thinking, ToolCallDelta
 from strategies.ledger import Usage
 from strategies.trace import to_json
 
@@ -68,6 +68,18 @@ def _sse(obj: dict[str, Any]) -> bytes:
 DONE = b"data: [DONE]\n\n"
 
 
+def _call_delta(d: ToolCallDelta) -> dict[str, Any]:
+    """One ``delta.tool_calls`` entry: id, type and name on a call's first piece only, as OpenAI sends them."""
+    fn: dict[str, Any] = {"arguments": d.arguments}
+    entry: dict[str, Any] = {"index": d.index}
+    if d.id is not None:
+        entry.update(id=d.id, type="function")
+    if d.name is not None:
+        fn["name"] = d.name
+    entry["function"] = fn
+    return entry
+
+
 class ChunkEncoder:
     """Events -> ``chat.completion.chunk`` SSE frames."""
 
@@ -115,6 +127,8 @@ class ChunkEncoder:
             delta = {f: event.text for f in self.meta.reasoning_fields}
             extra = {"candidate": event.candidate} if event.candidate is not None else {}
             return self._chunk(event.choice, delta, **extra)
+        if isinstance(event, ToolCallDelta):
+            return self._chunk(event.choice, {"tool_calls": [_call_delta(event)]})
         if isinstance(event, ChoiceDone):
             return self._chunk(event.choice, {}, event.finish_reason, reasoning_trace=to_json(event.trace))
         if isinstance(event, Progress):
@@ -146,6 +160,7 @@ class ResponseFold:
         self.logprobs: list[list[dict[str, Any]] | None] = [None] * meta.n
         self.finish_reason: list[str | None] = [None] * meta.n
         self.trace: list[dict[str, Any]] = [{} for _ in range(meta.n)]
+        self.calls: list[list[dict[str, Any]]] = [[] for _ in range(meta.n)]
 
     def feed(self, event: Event) -> None:
         if isinstance(event, Answer):
@@ -156,6 +171,11 @@ class ResponseFold:
                 self.logprobs[event.choice] = entries
         elif isinstance(event, Thinking) and event.candidate is None:
             self.thinking[event.choice].append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            calls = self.calls[event.choice]
+            if event.index == len(calls):
+                calls.append({"id": event.id, "type": "function", "function": {"name": event.name, "arguments": ""}})
+            calls[event.index]["function"]["arguments"] += event.arguments
         elif isinstance(event, ChoiceDone):
             self.finish_reason[event.choice] = event.finish_reason
             self.trace[event.choice] = to_json(event.trace)
@@ -176,7 +196,10 @@ class ResponseFold:
     def response(self, usage: Usage) -> dict[str, Any]:
         choices = []
         for i in range(self.meta.n):
-            message: dict[str, Any] = {"role": "assistant", "content": "".join(self.answer[i])}
+            content = "".join(self.answer[i])
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if self.calls[i]:  # OpenAI: content is null when the model only called tools
+                message.update(content=content or None, tool_calls=self.calls[i])
             if self.meta.include_reasoning:
                 thought = "".join(self.thinking[i])
                 for f in self.meta.reasoning_fields:

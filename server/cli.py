@@ -5,12 +5,17 @@
                  [--max-model-len N] [--kv-cache-space GIB] [--no-prefix-caching]
                  [--tensor-parallel-size N] [--data-parallel-size N] ...
                  [--engine-arg KEY=JSON]...   (any vllm AsyncEngineArgs field)
+
+``ponder sandbox run FILE``: run one Python file in the code interpreter's
+sandbox, with the server's ``[sandbox]`` settings (``--config``, ``--set
+sandbox.KEY=JSON``), and print how it ended as JSON.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -54,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="extra vllm AsyncEngineArgs field, e.g. --engine-arg block_size=32")
     s.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
                    help="any setting of the TOML, e.g. --set server.max_concurrent_sequences=64")
+    box = sub.add_parser("sandbox", help="the code interpreter's sandbox")
+    box_sub = box.add_subparsers(dest="sandbox_command", required=True)
+    r = box_sub.add_parser("run", help="run FILE (Python) in the sandbox, print the result as JSON")
+    r.add_argument("file", type=Path)
+    r.add_argument("--config", help="server TOML (default configs/server.toml)")
+    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
+                   help="any setting of the TOML, e.g. --set sandbox.wall_seconds=3")
     return p
 
 
@@ -77,7 +89,12 @@ def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"server": server, "model": model, "engine": engine}
     if a.default_effort:
         out["defaults"] = {"effort": a.default_effort}
-    for item in a.set:
+    return _with_sets(out, a.set)
+
+
+def _with_sets(out: dict[str, Any], items: list[str]) -> dict[str, Any]:
+    """``--set SECTION.KEY=JSON`` items applied onto ``out`` (nested like the TOML)."""
+    for item in items:
         dotted, value = _key_value(item)
         *sections, key = dotted.split(".")
         node = out
@@ -137,6 +154,23 @@ def serve(settings: Settings) -> int:
     return _event_loop_runner()(run())
 
 
+def sandbox_run(settings: Settings, path: Path) -> int:
+    """Run one file as the code tool would; 2 when the sandbox cannot be set up (the reason on stderr)."""
+    from strategies.tools import ToolUnavailable
+
+    from .sandbox import Sandbox
+
+    code = path.read_text()
+    logging.getLogger("ponder.sandbox").setLevel(logging.ERROR)  # the reason is printed below, once
+    try:
+        result = asyncio.run(Sandbox(settings.sandbox).run(code))
+    except ToolUnavailable as exc:
+        print(f"ponder sandbox: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_json(), ensure_ascii=False))
+    return 0
+
+
 def _event_loop_runner():
     """uvloop when it is installed (as vLLM's own server runs): a cheaper loop on the token path."""
     try:
@@ -151,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         settings = load_settings(args.config, overrides_from_args(args))
         sys.exit(serve(settings))
+    if args.command == "sandbox":
+        sys.exit(sandbox_run(load_settings(args.config, _with_sets({}, args.set)), args.file))
 
 
 if __name__ == "__main__":

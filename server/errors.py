@@ -64,7 +64,9 @@ def error_response(exc: APIError, request_id: str | None = None) -> JSONResponse
 def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
     parts = [str(p) for p in loc if p != "body"]
     # Drop pydantic's union-branch tags such as "str" / "list[...]" / "function-after[...]".
-    parts = [p for p in parts if "[" not in p and p not in ("str", "int", "float", "bool", "list", "dict")]
+    # and model names of a union's branches ("NamedToolChoice"): fields are snake_case.
+    parts = [p for p in parts if "[" not in p and p not in ("str", "int", "float", "bool", "list", "dict")
+             and not p[:1].isupper()]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)

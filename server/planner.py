@@ -177,16 +177,17 @@ def _max_tokens(req: ChatCompletionRequest, settings: Settings, t: _Thinking, wi
     return min(max_tokens, room), asked is not None
 
 
-def _answer_reserve(t: _Thinking, max_tokens: int, reserve_cfg: int, strict: bool) -> str | None:
+def _answer_reserve(t: _Thinking, max_tokens: int, reserve_cfg: int, strict: bool, min_answer: int = 0
+                    ) -> str | None:
     """Lower the thinking so the answer keeps ``min(reserve, max_tokens // 2)`` tokens
-    ("reasoning ate my max_tokens"); an explicit ``reasoning`` cap or minimum that
-    cannot fit beside it is a 400. A cap from Anthropic's or vLLM's controls is an
-    upper bound, and lowering it honours it; so is a cap the context window (not
-    the client's max_tokens, ``strict``) leaves no room for. Returns what was
-    changed, for the plan."""
+    ("reasoning ate my max_tokens"), or the client's ``min_tokens`` when more; an
+    explicit ``reasoning`` cap or minimum that cannot fit beside it is a 400. A cap
+    from Anthropic's or vLLM's controls is an upper bound, and lowering it honours
+    it; so is a cap the context window (not the client's max_tokens, ``strict``)
+    leaves no room for. Returns what was changed, for the plan."""
     if not t.on or t.cap is None:
         return None
-    reserve = min(reserve_cfg, max(1, max_tokens // 2))
+    reserve = max(min(reserve_cfg, max(1, max_tokens // 2)), min_answer)
     room = max_tokens - reserve
     if t.cap <= room:
         return None
@@ -244,7 +245,8 @@ def _plan(req: ChatCompletionRequest, settings: Settings, window: Window | None)
     keys = _strategy_keys(r)
     _check_foreign(keys, strategy.keys)
     max_tokens, asked = _max_tokens(req, settings, t, window)
-    adjusted = _answer_reserve(t, max_tokens, settings.defaults.answer_reserve, asked)
+    _check_min_tokens(req, max_tokens, asked)
+    adjusted = _answer_reserve(t, max_tokens, settings.defaults.answer_reserve, asked, req.min_tokens)
     budget = r.budget_tokens if r is not None and r.budget_tokens is not None else preset.budget_tokens
     _check_budgets(t, budget)
 
@@ -270,6 +272,19 @@ def _plan(req: ChatCompletionRequest, settings: Settings, window: Window | None)
     return plan
 
 
+def _check_min_tokens(req: ChatCompletionRequest, max_tokens: int, asked: bool) -> None:
+    """``min_tokens`` is a floor on the answer, so it must fit in what the request may
+    generate (vLLM's server refuses it above max_tokens too)."""
+    if req.min_tokens <= max_tokens:
+        return
+    if asked:
+        cap = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+        raise bad_request(f"min_tokens ({req.min_tokens}) is above {cap} ({max_tokens})", "min_tokens")
+    raise bad_request(f"min_tokens ({req.min_tokens}) is above the {max_tokens} tokens this request may generate "
+                      f"(the server's default max_tokens, within the context window); set max_completion_tokens",
+                      "min_tokens")
+
+
 def _check_budgets(t: _Thinking, budget: int | None) -> None:
     lo, hi = t.floor, t.cap
     if lo is not None and not t.on:
@@ -283,7 +298,8 @@ def _check_budgets(t: _Thinking, budget: int | None) -> None:
 
 def sampling_for(req: ChatCompletionRequest, plan: Plan, choice: int, priority: int = 0) -> Sampling:
     """The client's sampling settings for one choice; ``priority`` is the engine
-    priority every phase of the request carries.
+    priority every phase of the request carries. Which phase gets which of them
+    is decided by the phases (``strategies.context.RunContext``).
 
     With a seed, choice ``i`` samples with ``seed + i`` so ``n`` seeded choices
     differ from each other yet the whole response is reproducible.
@@ -294,14 +310,36 @@ def sampling_for(req: ChatCompletionRequest, plan: Plan, choice: int, priority: 
         max_tokens=plan.max_tokens,
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=max(req.top_k or 0, 0),  # -1 and 0 both mean every token
+        min_p=req.min_p or 0.0,
         seed=seed,
         stop=stop,
+        stop_token_ids=tuple(req.stop_token_ids or ()),
+        min_tokens=req.min_tokens,
         logprobs=(req.top_logprobs or 0) if req.logprobs else None,
         presence_penalty=req.presence_penalty or 0.0,
         frequency_penalty=req.frequency_penalty or 0.0,
+        repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
+        logit_bias=tuple(sorted((int(k), float(v)) for k, v in (req.logit_bias or {}).items())),
         ignore_eos=req.ignore_eos,
         priority=priority,
     )
+
+
+def check_token_ids(req: ChatCompletionRequest, vocab_size: int | None) -> None:
+    """Token ids the client names (``logit_bias`` keys, ``stop_token_ids``) are in the
+    model's vocabulary: the engine would refuse them after the first byte otherwise.
+    The param names the entry, as the wire model's own errors do."""
+    if vocab_size is None:
+        return
+    for key in req.logit_bias or {}:
+        if int(key) >= vocab_size:
+            raise bad_request(f"logit_bias names token {key}, outside this model's vocabulary "
+                              f"(ids 0 to {vocab_size - 1})", f"logit_bias[{key}]")
+    for i, tid in enumerate(req.stop_token_ids or ()):
+        if tid >= vocab_size:
+            raise bad_request(f"stop_token_ids[{i}] is token {tid}, outside this model's vocabulary "
+                              f"(ids 0 to {vocab_size - 1})", f"stop_token_ids[{i}]")
 
 
 def check_presets(settings: Settings) -> None:

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from strategies import registry
 from strategies.context import RunContext
 from strategies.ledger import Ledger
+from strategies.output import PLAIN
 from strategies.plan import Plan
 from strategies.runner import RunPlan
 
 from .admission import Ticket, engine_priority
 from .errors import APIError, bad_request
-from .planner import Window, plan_request, sampling_for
+from .output_format import output_format
+from .planner import Window, check_token_ids, plan_request, sampling_for
 from .prompt import Prompt
 from .state import AppState
 from .wire import ChatCompletionRequest
@@ -56,8 +58,6 @@ def check_limits(req: ChatCompletionRequest, state: AppState) -> None:
         raise bad_request(f"timeout must be at most {limits.max_request_timeout:g} s", "timeout")
     if req.priority and settings.engine.scheduling_policy != "priority":
         raise bad_request("priority needs a server whose [engine] scheduling_policy is \"priority\"", "priority")
-    if req.tool_choice not in (None, "none", "auto"):
-        raise bad_request("only tool_choice 'none' and 'auto' are supported", "tool_choice")
 
 
 def prepare(req: ChatCompletionRequest, state: AppState, request_id: str) -> Prepared:
@@ -65,6 +65,17 @@ def prepare(req: ChatCompletionRequest, state: AppState, request_id: str) -> Pre
     settings = state.settings
     plan = plan_request(req, settings)
     engine = state.require_engine()
+    output = output_format(req, state.tool_parser)
+    strategy = registry.get(plan.strategy)
+    code = state.sandbox if strategy.needs_code(plan) else None
+    if code is not None and state.sandbox_unavailable:
+        raise bad_request(f"the code interpreter is unavailable on this server: {state.sandbox_unavailable}",
+                          "reasoning.strategy", "tool_unavailable")
+    if output is not PLAIN and not strategy.formats:
+        what = "tool calls" if output.tools else "response_format"
+        raise bad_request(f"strategy {plan.strategy!r} does not support {what}; use one of "
+                          f"{', '.join(registry.with_formats())}", "reasoning.strategy")
+    check_token_ids(req, engine.info.vocab_size)
     # Admission before the prompt is even rendered, so a 429 costs the server
     # (which shares the CPU with the engine) almost nothing.
     try:
@@ -94,7 +105,7 @@ def prepare(req: ChatCompletionRequest, state: AppState, request_id: str) -> Pre
             engine=engine, prompt_ids=prompt.ids, think_prefix_ids=prompt.think_prefix_ids,
             think_suffix_ids=prompt.think_suffix_ids, sampling=sampling_for(req, plan, i, priority),
             request_id=request_id, choice=i, ledger=Ledger(len(prompt.ids), plan.budget_tokens),
-            followup=followup)
+            followup=followup, output=output, code=code)
 
     return Prepared(plan, prompt, ticket, RunPlan(plan, req.n, make_ctx),
                     registry.get(plan.strategy).streams_tokens)

@@ -6,10 +6,12 @@ natively is also built here, as token ids.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import bad_request
+from .tool_prompt import hermes_messages, template_renders_tools, with_reasoning
 from .wire import ChatCompletionRequest
 
 
@@ -31,8 +33,24 @@ def _messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
             msg["tool_calls"] = m.tool_calls
         if m.tool_call_id:
             msg["tool_call_id"] = m.tool_call_id
+        thought = m.reasoning_content or m.reasoning
+        if role == "assistant" and thought:
+            msg["reasoning"] = thought
         out.append(msg)
     return out
+
+
+def _arguments_as_objects(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Templates that render calls write ``arguments | tojson``: give them objects, as vLLM does."""
+    for m in messages:
+        for call in m.get("tool_calls") or ():
+            fn = call.get("function") or {}
+            if isinstance(fn.get("arguments"), str):
+                try:
+                    call["function"] = {**fn, "arguments": json.loads(fn["arguments"])}
+                except ValueError:
+                    pass
+    return messages
 
 
 # apply_chat_template's own switches: the server sets them, a request cannot.
@@ -50,15 +68,36 @@ class Renderer:
     template_kwargs: dict[str, Any]
     open_ids: tuple[int, ...]  # "<think>\n", for a model that does not think natively
     suffix_ids: tuple[int, ...]  # "\n</think>\n\n": what closes a block the server ends
+    think_close: str = "</think>"
+    # True: the chat template renders tools and calls; False: ponder writes them (tool_prompt.py).
+    template_tools: bool = True
+    keep_reasoning: bool = False
 
     @classmethod
     def build(cls, tokenizer: Any, think_open: str, think_close: str, native_thinking: bool,
-              template_kwargs: dict[str, Any]) -> Renderer:
+              template_kwargs: dict[str, Any], tool_prompt: str = "auto", keep_reasoning: bool = False) -> Renderer:
         def encode(text: str) -> tuple[int, ...]:
             return tuple(tokenizer.encode(text, add_special_tokens=False))
 
+        template = getattr(tokenizer, "chat_template", None)
+        template_tools = tool_prompt == "template" or (
+            tool_prompt == "auto" and template_renders_tools(template if isinstance(template, str) else None))
         return cls(tokenizer, native_thinking, think_open, dict(template_kwargs),
-                   encode(think_open + "\n"), encode("\n" + think_close + "\n\n"))
+                   encode(think_open + "\n"), encode("\n" + think_close + "\n\n"), think_close,
+                   template_tools, keep_reasoning)
+
+    def messages(self, req: ChatCompletionRequest) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+        """The conversation and tools as this model's template takes them."""
+        messages = _messages(req)
+        if self.keep_reasoning:
+            messages = with_reasoning(messages, self.think_open, self.think_close)
+        else:
+            for m in messages:
+                m.pop("reasoning", None)
+        tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
+        if self.template_tools:
+            return _arguments_as_objects(messages), tools
+        return hermes_messages(messages, tools), None
 
     def render(self, req: ChatCompletionRequest, thinking: bool = False) -> Prompt:
         client = req.chat_template_kwargs or {}
@@ -70,10 +109,11 @@ class Renderer:
             # Qwen3-style templates switch thinking with this flag; the plan decides.
             kwargs["enable_thinking"] = thinking
         kwargs = {k: v for k, v in kwargs.items() if k not in _RESERVED}
+        messages, tools = self.messages(req)
         try:
             text = self.tokenizer.apply_chat_template(
-                _messages(req),
-                tools=req.tools,
+                messages,
+                tools=tools,
                 tokenize=False,
                 add_generation_prompt=True,
                 **kwargs,

@@ -68,6 +68,14 @@ class ModelSection(_Frozen):
     native_thinking: bool
     # Extra arguments to the chat template (e.g. enable_thinking for Qwen3).
     chat_template_kwargs: dict[str, Any]
+    # vLLM's tool parser for this model's call syntax (``hermes``, ``llama3_json``...).
+    tool_parser: str
+    # How tools reach the prompt: "template" (the chat template renders them), "hermes"
+    # (ponder writes the Hermes convention into plain messages), "auto" (template when
+    # its source uses ``tools``, else hermes).
+    tool_prompt: Literal["auto", "template", "hermes"]
+    # Render the reasoning a client sends back on earlier assistant turns.
+    keep_reasoning: bool
 
 
 class EngineSection(_Frozen):
@@ -150,12 +158,35 @@ class ThinkingSection(_Frozen):
         return Forcing(self.continuation, self.max_continuations, self.wrapup, self.nudge, self.nudge_before)
 
 
+class SandboxSection(_Frozen):
+    """The code interpreter's sandbox (server/sandbox.py): limits of one run."""
+
+    # False: the code tool is refused (no sandbox, no tool).
+    enabled: bool
+    wall_seconds: float = Field(gt=0)
+    # RLIMIT_CPU of each process; RLIMIT_AS (virtual memory) of each process.
+    cpu_seconds: int = Field(ge=1)
+    memory_mb: int = Field(ge=32)
+    # RLIMIT_NPROC (processes and threads of the run's own uid).
+    max_processes: int = Field(ge=1)
+    # RLIMIT_FSIZE, and the size of the work folder (a tmpfs).
+    max_file_mb: int = Field(ge=1)
+    max_open_files: int = Field(ge=8)
+    # stdout + stderr; past it the run is killed (killed_by "output").
+    max_output_bytes: int = Field(ge=1)
+    # Runs at once in this server; more wait their turn.
+    max_concurrent: int = Field(ge=1, le=256)
+    # Interpreter inside the sandbox; "": the one the server runs on (its base, not a venv).
+    python: str
+
+
 class Settings(_Frozen):
     server: ServerSection
     model: ModelSection
     engine: EngineSection
     defaults: DefaultsSection
     thinking: ThinkingSection
+    sandbox: SandboxSection
     efforts: dict[str, EffortPreset]
     # The strategies' own sections, by name, validated by their models.
     strategies: dict[str, Any]

@@ -13,7 +13,9 @@ from strategies.engine import Engine
 from .admission import Admission
 from .errors import APIError
 from .metrics import Metrics
+from .output_format import ToolParser
 from .prompt import Renderer
+from .sandbox import Sandbox
 from .settings import Settings
 
 Followup = Callable[[str], tuple[int, ...]]
@@ -27,6 +29,10 @@ class ServedEngine(Engine, Protocol):
     def alive(self) -> bool: ...
 
     def num_unfinished_requests(self) -> int: ...
+
+    def tool_parser(self, name: str) -> ToolParser:
+        """The model's tool-call parser (a ValueError names a parser the engine lacks)."""
+        ...
 
     def shutdown(self) -> None: ...
 
@@ -43,6 +49,10 @@ class AppState:
     # question -> follow-up turn ids (judges, critiques).
     renderer: Renderer | None = None
     followup: Followup | None = None
+    tool_parser: ToolParser | None = None
+    # The code interpreter's sandbox, and why it cannot run code (None: it can).
+    sandbox: Sandbox | None = None
+    sandbox_unavailable: str | None = "not checked yet"
     admission: Admission = field(init=False)
 
     def __post_init__(self) -> None:

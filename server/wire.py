@@ -33,6 +33,20 @@ _STRATEGY_ENUM = {"enum": list(registry.IMPLEMENTED)}
 _SCORER_ENUM = {"enum": ["confidence", "self_judge"]}
 # Empty stop strings are a 400 (from the server, with its own message).
 _Stop = Annotated[str, Field(json_schema_extra={"minLength": 1})]
+# Entries of logit_bias and stop_token_ids (this server's limit; OpenAI's reference
+# gives none). Ids are also checked against the model's vocabulary (server.prepare).
+MAX_TOKEN_IDS = 300
+_TokenId = Annotated[int, Field(ge=0), _INTEGRAL]
+# A logit_bias key: a token id in plain decimal ("07" and "7" would name one token twice).
+_TokenKey = Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,9})$")]
+_Bias = Annotated[float, Field(ge=-100.0, le=100.0)]
+
+
+def _token_map_schema(schema: dict[str, Any]) -> None:
+    """Pydantic writes the key pattern as ``patternProperties``, which lets any other
+    key through; the schema must say that every key is a token id, as the server does."""
+    ((pattern, value),) = schema.pop("patternProperties").items()
+    schema.update(propertyNames={"pattern": pattern}, additionalProperties=value)
 
 
 class _Strict(BaseModel):
@@ -64,6 +78,42 @@ class Message(BaseModel):
         return "".join(p.text or "" for p in self.content if p.type in ("text", "input_text"))
 
 
+class FunctionDef(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+    description: str | None = None
+    # A JSON schema (checked when the request is prepared: a 400 names a bad one).
+    parameters: dict[str, Any] | None = None
+    # OpenAI's strict mode: ponder always constrains a forced call to the schema.
+    strict: bool | None = None
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class _FunctionName(_Strict):
+    name: str
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: _FunctionName
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+    name: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+    description: str | None = None
+    schema_: Annotated[dict[str, Any] | None, Field(alias="schema")] = None
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     include_usage: bool = False
@@ -80,6 +130,10 @@ class ReasoningOptions(_Strict):
     beam_width: Annotated[int, Field(ge=1, le=16), _INTEGRAL] | None = None
     max_steps: Annotated[int, Field(ge=1, le=64), _INTEGRAL] | None = None
     dvts: bool | None = None
+    # tool_use: the built-in code interpreter (["python"]), PAL or ReAct, runs per answer.
+    tools: Annotated[list[Literal["python"]], Field(min_length=1, max_length=1)] | None = None
+    tool_mode: Literal["pal", "react"] | None = None
+    max_tool_calls: Annotated[int, Field(ge=1, le=16), _INTEGRAL] | None = None
     scorer: Annotated[str, Field(json_schema_extra=_SCORER_ENUM)] | None = None
     early_stop: bool | None = None
     stream_candidates: bool | None = None
@@ -115,11 +169,23 @@ class ChatCompletionRequest(BaseModel):
     top_logprobs: Annotated[int, Field(ge=0, le=20), _INTEGRAL] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] | None = None
+    # Token id -> bias added to its logit: -100 bans the token, 100 all but forces it.
+    logit_bias: Annotated[dict[_TokenKey, _Bias], Field(max_length=MAX_TOKEN_IDS,
+                                                        json_schema_extra=_token_map_schema)] | None = None
+    # vLLM's sampling extensions, at the top level as vLLM's server takes them. Which
+    # phase of a plan gets each is the rule in strategies.context (README, "The API").
+    top_k: Annotated[int, Field(ge=-1, le=2**31 - 1), _INTEGRAL] | None = None  # 0 or -1: off
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
+    # At most max_tokens (a 400 naming min_tokens otherwise, from the planner).
+    min_tokens: Annotated[int, Field(ge=0, le=1_000_000), _INTEGRAL] = 0
+    stop_token_ids: Annotated[list[_TokenId], Field(max_length=MAX_TOKEN_IDS)] | None = None
     user: str | None = None
-    tools: list[dict[str, Any]] | None = None
-    # Only "none" and "auto" are supported (a 400 names tool_choice otherwise).
-    tool_choice: Annotated[str | dict[str, Any] | None, Field(
-        json_schema_extra={"anyOf": [{"enum": ["none", "auto"]}, {"type": "null"}]})] = None
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    # False: at most one call per answer (the constraint or the parser keeps the first).
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
     # Reasoning controls, in order of precedence.
     reasoning: ReasoningOptions | None = None
     thinking: ThinkingOptions | None = None

@@ -115,8 +115,11 @@ async def _probe(ctx: RunContext, plan: Plan, o: AutoOptions) -> tuple[float, di
                     budget_tokens=None if plan.budget_tokens is None else max(1, plan.budget_tokens - 1))
     # Pool tags its candidates s0, s1... (a tag here would be replaced): its own
     # request id keeps the probe's engine ids apart from a self_consistency plan's.
-    pool = Pool(replace(ctx, request_id=f"{ctx.request_id}-probe"), probe, o.probe_samples,
-                share_prefix=o.share_prefix, logprobs=None)
+    # The probe samples as the chosen plan will (the client's distribution and stops:
+    # it measures agreement under them) but without min_tokens: its answers are short
+    # by design, and padding them past their end would bury what the vote extracts.
+    pctx = replace(ctx, request_id=f"{ctx.request_id}-probe", sampling=replace(ctx.sampling, min_tokens=0))
+    pool = Pool(pctx, probe, o.probe_samples, share_prefix=o.share_prefix, logprobs=None)
     tally = Tally()
     try:
         pool.start_all(list(range(o.probe_samples)))

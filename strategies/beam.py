@@ -100,13 +100,19 @@ class Beam:
 async def _expand(ctx: RunContext, plan: Plan, beam: Beam, name: str, room: int, k: int) -> Beam:
     o: BeamOptions = plan.options  # type: ignore[assignment]
     ctx = ctx.candidate(k, None)  # its own seed: expansions of one beam must differ
-    sampling = ctx.phase_sampling(max_tokens=room, stop=(o.step_delimiter,), logprobs=None)
+    client = ctx.sampling
+    # Steps are the answer: the client's stop strings and ids end the beam as eos
+    # does, and min_tokens counts over the whole answer, so a step owes what the
+    # beam has not generated yet.
+    sampling = ctx.phase_sampling(max_tokens=room, stop=tuple(dict.fromkeys((o.step_delimiter, *client.stop))),
+                                  logprobs=None, min_tokens=max(0, client.min_tokens - beam.tokens))
     gen = await Generation(ctx, beam.ids, sampling, name, False).drain()
-    eos = gen.finish_reason == "stop" and gen.stop_reason is None
+    step_end = gen.stop_reason == o.step_delimiter and o.step_delimiter not in client.stop
+    ended = gen.finish_reason == "stop" and not step_end  # eos, or a stop of the client's
     tokens = beam.tokens + len(gen.token_ids)
-    done = eos or tokens >= plan.max_tokens or (gen.finish_reason == "length" and room < o.step_tokens)
-    # vLLM drops the stop string from the text but not from the ids: put it back.
-    text = beam.text + gen.answer + (o.step_delimiter if gen.stop_reason == o.step_delimiter else "")
+    done = ended or tokens >= plan.max_tokens or (gen.finish_reason == "length" and room < o.step_tokens)
+    # vLLM drops the stop string from the text but not from the ids: put a step's back.
+    text = beam.text + gen.answer + (o.step_delimiter if step_end else "")
     return Beam(gen.continuation_ids(drop=ctx.engine.info.eos_token_ids), text, tokens, done, 0.0,
                 gen.finish_reason or "stop", beam.tree)
 

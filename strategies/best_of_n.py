@@ -82,7 +82,9 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
         await _judge_all(ctx, o.judge_question, done)
         for c in done:
             yield Progress(ctx.choice, {"judged": c.index, "score": c.score})
-    winner = max(done, key=lambda c: (c.score if c.score is not None else float("-inf"), -c.index))
+    # With an answer format (JSON, tool calls), a well-formed candidate beats any malformed one.
+    winner = max(done, key=lambda c: (ctx.output.valid(c.answer), c.score if c.score is not None else float("-inf"),
+                                      -c.index))
     for event in replay(ctx, winner):
         yield event
     yield ChoiceDone(ctx.choice, winner.finish_reason or "stop", BestOfNTrace(
@@ -98,4 +100,4 @@ async def _judge_all(ctx: RunContext, question: str, done: list[Candidate]) -> N
 
 STRATEGY = Strategy(
     name="best_of_n", run=run, read=read, keys=KEYS, section="parallel", config=ParallelConfig,
-    weight=lambda plan: plan.options.samples, weight_param="reasoning.samples")  # type: ignore[attr-defined]
+    weight=lambda plan: plan.options.samples, weight_param="reasoning.samples", formats=True)  # type: ignore[attr-defined]

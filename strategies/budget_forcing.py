@@ -13,4 +13,4 @@ from __future__ import annotations
 from . import single
 from .descriptor import Strategy
 
-STRATEGY = Strategy(name="budget_forcing", run=single.run, streams_tokens=True)
+STRATEGY = Strategy(name="budget_forcing", run=single.run, streams_tokens=True, formats=True)

@@ -16,7 +16,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import scoring, single
-from .answers import answer_key
 from .context import RunContext
 from .engine import TokenLogprob
 from .events import Answer, ChoiceDone, Event, Progress, Thinking
@@ -157,7 +156,7 @@ async def collect(pool: Pool, on_done: Callable[[Candidate], bool], *, stream_ca
             continue
         cand.done = True
         cand.tokens = pool.ledgers[k].generated
-        cand.key = answer_key(cand.answer)
+        cand.key = ctx.output.key(cand.answer)  # a final answer, canonical JSON, or canonical calls
         if confidence:
             cand.score = scoring.lowest_group_confidence(cand.logprobs)
         stop = on_done(cand)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from .engine import Engine, Sampling
 from .ledger import Ledger
+from .output import PLAIN, OutputFormat
+from .tools import CodeRunner
 
 if TYPE_CHECKING:
     from .events import Event
@@ -27,7 +29,8 @@ class RunContext:
     think_prefix_ids: tuple[int, ...]
     # Ids that close a thinking block the model did not close itself.
     think_suffix_ids: tuple[int, ...]
-    # The client's sampling settings; phases override max_tokens and stop.
+    # The client's sampling settings. Phases derive theirs through the three
+    # methods below, which hold the rule of which phase gets which field.
     sampling: Sampling
     request_id: str
     choice: int
@@ -39,6 +42,10 @@ class RunContext:
     # and critique rounds.
     followup: Callable[[str], tuple[int, ...]] | None = None
     dispatch: Dispatch | None = None
+    # What the answer must look like (JSON, tool calls); answer phases take its constraint.
+    output: OutputFormat = PLAIN
+    # The code interpreter (the server's sandbox), for strategies that run code.
+    code: CodeRunner | None = None
 
     def sub_id(self, name: str) -> str:
         """A unique engine request id for one phase of this choice (or candidate)."""
@@ -66,4 +73,21 @@ class RunContext:
         return replace(self, sampling=sampling, tag=f"s{k}", ledger=self.ledger.child(budget))
 
     def phase_sampling(self, **changes: object) -> Sampling:
-        return replace(self.sampling, **changes)  # type: ignore[arg-type]
+        """An answer phase (an answer, a candidate's answer, a revision's draft or
+        revision, a beam step): all of the client's sampling, stop strings and ids and
+        ``min_tokens`` included, and the answer format's constraint, with ``changes``."""
+        return replace(self.sampling, **{"structured": self.output.structured, **changes})  # type: ignore[arg-type]
+
+    def reasoning_sampling(self, **changes: object) -> Sampling:
+        """A phase whose tokens are reasoning (thinking, a revision's critique): the
+        client's distribution (temperature, top_p, top_k, min_p, penalties,
+        logit_bias: a banned token is banned in the thinking the client reads too),
+        without what ends or lengthens the answer (stop strings and ids, ``min_tokens``)."""
+        return replace(self.sampling, **{"stop": (), "stop_token_ids": (), "min_tokens": 0,  # type: ignore[arg-type]
+                                         "structured": None, **changes})
+
+    def internal_sampling(self, max_tokens: int, **changes: object) -> Sampling:
+        """A phase a strategy runs for itself and the client never reads (a judge):
+        none of the client's sampling, so a bias or penalty meant for the answer
+        cannot skew a score; only the request's engine priority is kept."""
+        return Sampling(max_tokens=max_tokens, priority=self.sampling.priority, **changes)  # type: ignore[arg-type]

@@ -74,6 +74,11 @@ class Strategy:
     weight_param: str = "n"
     # Answer tokens stream as they are generated (no silent phase to keep alive).
     streams_tokens: bool = False
+    # Honours an answer format (tool calls, response_format): its answer phases
+    # take ``ctx.output``'s constraint and its selection uses the format's keys.
+    formats: bool = False
+    # Whether a plan runs model-written code (the server's sandbox must be up).
+    needs_code: Callable[[Plan], bool] = lambda plan: False
 
     def options(self, src: OptionSource) -> Options:
         if self.run is None:

@@ -12,19 +12,61 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
+class Structured:
+    """An engine-neutral structured-output constraint (one kind set), for
+    answer phases only (strategies/output.py): ``json`` a JSON schema
+    (serialised, so Sampling stays hashable), ``json_object`` any JSON object,
+    ``regex`` / ``choice`` / ``grammar`` vLLM's other kinds."""
+
+    json: str | None = None
+    json_object: bool = False
+    regex: str | None = None
+    choice: tuple[str, ...] | None = None
+    grammar: str | None = None
+
+    @classmethod
+    def schema(cls, schema: dict) -> Structured:
+        import json
+        return cls(json=json.dumps(schema, sort_keys=True))
+
+
+@dataclass(frozen=True)
 class Sampling:
-    """Per-request sampling settings, engine-neutral."""
+    """Per-request sampling settings, engine-neutral.
+
+    Which phase gets which of the client's settings is decided where phases
+    build their sampling (``RunContext``): the fields that shape the
+    distribution (temperature, top_p, top_k, min_p, the penalties, logit_bias)
+    go to every phase whose tokens the client gets; the ones that end or
+    lengthen the answer (``stop``, ``stop_token_ids``, ``min_tokens``) to the
+    answer phases only; a judge gets none of them.
+    """
 
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    # 0: every token (vLLM also reads -1 so).
+    top_k: int = 0
+    min_p: float = 0.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
+    # Eos and stops (strings and ids) cannot end a sample before this many tokens.
+    # Above max_tokens it means max_tokens: a phase with less room than the client's
+    # floor generates what room it has (engines take min(min_tokens, max_tokens)).
+    min_tokens: int = 0
     logprobs: int | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    # Penalises tokens already in the prompt or the output, CTRL style (Keskar et al.
+    # 2019): their logits are divided by it (multiplied when negative); 1: off.
+    repetition_penalty: float = 1.0
+    # (token id, bias added to its logit) pairs, sorted by id: a tuple, not a dict,
+    # so Sampling stays frozen and hashable.
+    logit_bias: tuple[tuple[int, float], ...] = ()
     n: int = 1
+    # The answer's format (JSON, a tool call), enforced by the engine; never on thinking.
+    structured: Structured | None = None
     skip_special_tokens: bool = True
     # Benchmarks only: generate exactly max_tokens.
     ignore_eos: bool = False
@@ -81,6 +123,9 @@ class ModelInfo:
     native_thinking: bool = False
     # Prefix caching works in whole KV blocks (vLLM: 16 on CUDA, 128 on CPU).
     kv_block_size: int = 16
+    # Token ids run from 0 to vocab_size - 1 (the width of the model's logits,
+    # which may exceed the tokenizer's); None: not known, ids are not checked.
+    vocab_size: int | None = None
 
 
 class Engine(Protocol):

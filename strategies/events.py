@@ -36,10 +36,22 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of tool call ``index`` of a choice, as OpenAI streams it: the
+    first piece has ``id`` and ``name``, every piece may add ``arguments`` text."""
+
+    choice: int
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True)
 class ChoiceDone:
     choice: int
     finish_reason: str
     trace: Trace
 
 
-Event = Thinking | Answer | Progress | ChoiceDone
+Event = Thinking | Answer | Progress | ToolCallDelta | ChoiceDone

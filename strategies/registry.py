@@ -40,6 +40,11 @@ def get(name: str) -> Strategy:
                         "reasoning.strategy", "invalid_strategy") from None
 
 
+def with_formats() -> tuple[str, ...]:
+    """The strategies that honour tool calls and ``response_format``."""
+    return tuple(s.name for s in STRATEGIES if s.formats and s.run is not None)
+
+
 def owners(key: str) -> tuple[str, ...]:
     """The strategies that read the ``reasoning`` key ``key``."""
     return tuple(s.name for s in STRATEGIES if key in s.keys)

@@ -8,7 +8,9 @@ error or the extracted answer stops changing. Every turn continues the exact
 token ids of the conversation so far, so each round re-reads it from the
 prefix cache. Critiques and intermediate drafts stream live on the thinking
 channel (labelled); the final answer streams as content. Critique tokens count
-as reasoning tokens; discarded drafts count as completion tokens.
+as reasoning tokens; discarded drafts count as completion tokens. Drafts and
+revisions sample as answers (the client's stop strings and ids, ``min_tokens``),
+critiques as reasoning (the client's distribution only).
 """
 from __future__ import annotations
 
@@ -89,8 +91,11 @@ class Turn(Phase["Generated | None"]):
             self._finish(None)
             return
         yield Thinking(ctx.choice, f"\n[{self.label}]\n")
-        gen = Generation(ctx, self.ids, ctx.phase_sampling(max_tokens=room, logprobs=None), self.name,
-                         thinking=self.label == "critique")
+        # A critique is reasoning (no client stop strings or ids, no min_tokens); a
+        # draft or a revision may be the answer and samples as one.
+        critique = self.label == "critique"
+        sampling = (ctx.reasoning_sampling if critique else ctx.phase_sampling)(max_tokens=room, logprobs=None)
+        gen = Generation(ctx, self.ids, sampling, self.name, thinking=critique)
         async with gen as events:
             async for e in events:
                 if isinstance(e, (Thinking, Answer)) and e.text:

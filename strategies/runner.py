@@ -4,6 +4,10 @@ Each choice runs the whole plan independently; their engine requests are
 submitted concurrently so the engine batches them. Closing the consumer (or a
 failing choice) cancels every choice, which aborts every engine request. The
 result is the usage over every choice.
+
+When the answer has a format (tool calls), each choice's events pass
+through that format's shaper on the way out (strategies/output.py); plain
+requests skip it, so the per-token path stays one generator.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from .context import RunContext
 from .events import Event
 from .fanout import FanOut
 from .ledger import Usage
+from .output import PLAIN, Shaper
 from .phase import Phase
 from .plan import Plan
 from .registry import dispatch
@@ -27,19 +32,31 @@ class RunPlan(Phase[Usage]):
 
     async def _run(self) -> AsyncGenerator[Event, None]:
         contexts = [replace(self.make_ctx(i), dispatch=dispatch) for i in range(self.n)]
+        shapers: list[Shaper] | None = None
+        if contexts[0].output is not PLAIN:
+            shapers = [ctx.output.shaper(ctx.choice) for ctx in contexts]
         if self.n == 1:  # the common case: no queue hop or task switch per token
             async with aclosing(dispatch(contexts[0], self.plan)) as events:
                 async for event in events:
-                    yield event
+                    if shapers is None:
+                        yield event
+                    else:
+                        for shaped in shapers[0].feed(event):
+                            yield shaped
             self._finish(contexts[0].ledger.finish())
             return
         fan = FanOut()
         try:
             for ctx in contexts:
                 fan.start(ctx.choice, dispatch(ctx, self.plan))
-            async for _, event, done in fan.events():
-                if not done:
+            async for k, event, done in fan.events():
+                if done:
+                    continue
+                if shapers is None:
                     yield event
+                else:
+                    for shaped in shapers[k].feed(event):
+                        yield shaped
         finally:
             await fan.aclose()
         usage = Usage()

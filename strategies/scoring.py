@@ -76,7 +76,9 @@ async def judge(ctx: RunContext, answer_text: str, question: str, index: int | s
     if ctx.followup is None:
         raise ValueError("self_judge needs the chat template's follow-up turn")
     ids = ctx.prompt_ids + tuple(ctx.engine.tokenizer.encode(answer_text)) + ctx.followup(question)
-    sampling = ctx.phase_sampling(max_tokens=1, temperature=0.0, stop=(), logprobs=20, seed=None)
+    # The client's logit_bias, penalties, top_k... are for its answer, not for the
+    # judge's "Yes" / "No": the judge samples as the server's own request.
+    sampling = ctx.internal_sampling(1, temperature=0.0, logprobs=20)
     gen = Generation(ctx, ids, sampling, f"judge{index}", False)
     first: TokenLogprob | None = None
     async with gen as events:

@@ -138,4 +138,4 @@ def _pick_by_vote(pool: Pool, tally: Tally, weighted: bool) -> Candidate:
 
 STRATEGY = Strategy(
     name="self_consistency", run=run, read=read, keys=KEYS, section="parallel", config=ParallelConfig,
-    weight=lambda plan: plan.options.samples, weight_param="reasoning.samples")  # type: ignore[attr-defined]
+    weight=lambda plan: plan.options.samples, weight_param="reasoning.samples", formats=True)  # type: ignore[attr-defined]

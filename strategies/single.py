@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .context import RunContext
 from .descriptor import Strategy
-from .events import ChoiceDone, Event
+from .events import Answer, ChoiceDone, Event
 from .generation import Generation
 from .plan import Plan
 from .thinking import Think
@@ -37,6 +37,8 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
             async for event in events:
                 yield event
         prompt, thinking = think.result.ids, think.result.trace
+        if think.result.answer_prefix:  # a tool call begun while thinking continues here
+            yield Answer(ctx.choice, think.result.answer_prefix)
     room = ctx.room(len(prompt), plan.max_tokens - ctx.ledger.generated)
     if room <= 0:
         yield ChoiceDone(ctx.choice, "length", SingleTrace(plan.strategy, thinking))
@@ -51,4 +53,4 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
                      SingleTrace(plan.strategy, thinking, AnswerTrace(len(done.token_ids), done.finish_reason)))
 
 
-STRATEGY = Strategy(name="single", run=run, streams_tokens=True)
+STRATEGY = Strategy(name="single", run=run, streams_tokens=True, formats=True)

@@ -32,22 +32,27 @@ from .trace import ThinkingTrace
 
 @dataclass(frozen=True)
 class Thought:
-    """Where the thinking ended: the ids to continue from, and what happened."""
+    """Where the thinking ended: the ids to continue from, and what happened.
+
+    ``answer_prefix`` is text the answer starts with: the start of a tool call
+    the model wrote while thinking, moved behind the closed thinking block
+    (its ids are already in ``ids``)."""
 
     ids: tuple[int, ...]
     trace: ThinkingTrace
+    answer_prefix: str = ""
 
 
-def _strip_end(ctx: RunContext, gen: Generated) -> tuple[int, ...]:
+def strip_end(ctx: RunContext, gen: Generated) -> tuple[int, ...]:
     """The generated ids without the model's end of thinking (tag or eos)."""
     info, tok = ctx.engine.info, ctx.engine.tokenizer
     ids = list(gen.token_ids)
     if ids and ids[-1] in info.eos_token_ids:
         ids.pop()
-    if gen.stop_reason == info.think_close:
-        # The tag may span several tokens: drop tokens until it is gone.
+    if isinstance(gen.stop_reason, str):  # the closing tag, or the start of a tool call
+        # A stop string may span several tokens: drop tokens until it is gone.
         text = tok.decode(ids)
-        cut = text.rfind(info.think_close)
+        cut = text.rfind(gen.stop_reason)
         while ids and cut >= 0 and len(tok.decode(ids)) > cut:
             ids.pop()
     return tuple(ids)
@@ -78,6 +83,7 @@ class Think(Phase[Thought]):
         wrapup = tuple(tok.encode(forcing.wrapup)) if forcing.wrapup else ()
         reserve = len(wrapup) + len(ctx.think_suffix_ids)
         closed = cut = False
+        marker = ""
         finish_reason: str | None = None
         while True:
             room = self._room(len(ids), reserve)
@@ -104,7 +110,11 @@ class Think(Phase[Thought]):
                     continue
                 cut = True
                 break
-            body = done.prompt_ids + _strip_end(ctx, done)
+            body = done.prompt_ids + strip_end(ctx, done)
+            if done.stop_reason in ctx.output.thinking_stop:  # a tool call begins: no "Wait" now
+                marker = str(done.stop_reason)
+                ids = body
+                break
             short = plan.min_thinking_tokens is not None and self.tokens < plan.min_thinking_tokens
             extend = tuple(tok.encode(forcing.continuation))
             if (short and self.continuations < forcing.max_continuations
@@ -121,16 +131,17 @@ class Think(Phase[Thought]):
                 ids += wrapup
                 yield Thinking(ctx.choice, forcing.wrapup)
             ids += ctx.think_suffix_ids
+        if marker:
+            ids += tuple(tok.encode(marker))
         self._finish(Thought(ids, ThinkingTrace(
             tokens=self.tokens, finish_reason=finish_reason, cut_by_budget=cut, closed_by_model=closed,
-            forced_continuations=self.continuations, nudged=self.nudged, engine_requests=self.requests)))
+            forced_continuations=self.continuations, nudged=self.nudged, engine_requests=self.requests,
+            tool_call=True if marker else None), marker))
 
 
 def _sampling(ctx: RunContext, max_tokens: int):
-    # The client's stop strings belong to the answer, not the thinking. Logprobs
-    # are kept: confidence scorers read them (clients only get the answer's).
-    return ctx.phase_sampling(
-        max_tokens=max(max_tokens, 1),
-        stop=(ctx.engine.info.think_close,),
-        stop_token_ids=(),
-    )
+    # The client's stop strings and ids and min_tokens belong to the answer, not the
+    # thinking; its top_k, min_p, penalties and logit_bias shape the thinking too.
+    # Logprobs are kept: confidence scorers read them (clients only get the answer's).
+    return ctx.reasoning_sampling(max_tokens=max(max_tokens, 1),
+                                  stop=(ctx.engine.info.think_close, *ctx.output.thinking_stop))

@@ -1,10 +1,227 @@
-"""Strategy ``tool_use`` (PAL, Gao et al. 2022, arXiv:2211.10435; ReAct, Yao et
-al. 2022, arXiv:2210.03629): the model writes code that a sandboxed
-interpreter runs. The API knows the name; this build does not run it yet, so
-a request for it is a 400 ``strategy_not_implemented``, never a fallback.
+"""Strategy ``tool_use``: the model thinks in Python and a sandboxed
+interpreter computes. PAL (Gao et al. 2022, "Program-aided Language Models",
+arXiv:2211.10435): the model writes one program, the program's output
+grounds the answer. ReAct (Yao et al. 2022, "Synergizing Reasoning and Acting
+in Language Models", arXiv:2210.03629): thought, code action, observation,
+repeated up to ``max_tool_calls`` times.
+
+Everything happens inside the thinking block, in token ids: the server
+writes a lead that opens a code block (``lead``), the model writes code until
+the block closes, the program runs in the sandbox (``ctx.code``, the
+server's), and its output is appended as an observation block. In ReAct mode
+the model then thinks on and may open another code block (``next_code``).
+Each step continues the exact ids of the previous one, so the prefix cache
+covers everything already computed. Code and observations stream as thinking
+(the inserted text too, not counted as generated); the answer follows the
+closed thinking block as in ``single``. A small model that writes correct
+Python but adds badly is where this turns compute into right answers.
+
+A request cancelled while a program runs (a disconnect, the deadline)
+cancels the sandbox run, which kills the program's whole process tree.
 """
 from __future__ import annotations
 
-from .descriptor import Strategy
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
 
-STRATEGY = Strategy(name="tool_use", run=None)
+from pydantic import BaseModel, ConfigDict, Field
+
+from .context import RunContext
+from .descriptor import ANY, OptionSource, Strategy
+from .errors import PlanError
+from .events import ChoiceDone, Event, Thinking
+from .generation import Generation
+from .phase import Phase
+from .plan import Plan
+from .thinking import Thought, strip_end
+from .tools import CodeResult
+from .trace import AnswerTrace, ThinkingTrace, Trace, optional
+
+
+class ToolUseConfig(BaseModel):
+    """configs/server.toml ``[tool_use]``: the texts are data, not code."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    mode: Literal["pal", "react"]
+    max_tool_calls: int = Field(ge=1, le=16)
+    # Opens the first code block (after the thinking tag).
+    lead: str
+    # Written by the model, it opens another code block (ReAct).
+    next_code: str
+    # What closes a code block: the model's stop string, and the text written back.
+    code_end: str
+    # The observation written after a run; {output} is the program's output.
+    observation: str
+    # Characters of output shown to the model (the rest is cut, and says so).
+    max_observation_chars: int = Field(ge=16)
+
+
+@dataclass(frozen=True)
+class ToolUseOptions:
+    mode: str
+    max_tool_calls: int
+    lead: str
+    next_code: str
+    code_end: str
+    observation: str
+    max_observation_chars: int
+
+    def public(self) -> dict[str, object]:
+        return {"mode": self.mode, "max_tool_calls": self.max_tool_calls, "tools": ["python"]}
+
+
+@dataclass(frozen=True)
+class CodeRunTrace:
+    """One program: how it ran (the sandbox's verdict) and its size."""
+
+    exit_status: int | None
+    killed_by: str | None
+    seconds: float
+    code_tokens: int
+    output_chars: int
+
+
+@dataclass(frozen=True)
+class ToolUseTrace(Trace):
+    strategy: str
+    mode: str
+    runs: tuple[CodeRunTrace, ...]
+    # Why the code loop ended: "done" (the model stopped), "max_tool_calls", "budget".
+    ended: str
+    thinking: ThinkingTrace
+    answer: AnswerTrace | None = optional()
+
+    def thinking_phases(self) -> tuple[ThinkingTrace, ...]:
+        return (self.thinking,)
+
+
+def read(src: OptionSource) -> ToolUseOptions:
+    cfg: ToolUseConfig = src.config
+    tools = src.get("tools", ["python"])
+    if list(tools) != ["python"]:
+        raise PlanError("reasoning.tools supports [\"python\"] only", "reasoning.tools")
+    mode = src.get("tool_mode", cfg.mode)
+    if mode not in ("pal", "react"):
+        raise PlanError("tool_mode must be \"pal\" or \"react\"", "reasoning.tool_mode")
+    return ToolUseOptions(mode, src.get("max_tool_calls", cfg.max_tool_calls), cfg.lead, cfg.next_code,
+                          cfg.code_end, cfg.observation, cfg.max_observation_chars)
+
+
+def observation(o: ToolUseOptions, result: CodeResult) -> str:
+    """What the model reads after a run: output, errors, and how it ended."""
+    text = result.stdout
+    if result.stderr:
+        text += ("\n" if text and not text.endswith("\n") else "") + result.stderr
+    if result.killed_by:
+        text += f"\n[killed: {result.killed_by}]"
+    if len(text) > o.max_observation_chars:
+        text = text[:o.max_observation_chars] + "\n[output cut]"
+    return o.observation.format(output=text.rstrip("\n"))
+
+
+class CodeThink(Phase[Thought]):
+    """The thinking phase of a ``tool_use`` choice: code, runs and observations."""
+
+    def __init__(self, ctx: RunContext, plan: Plan, o: ToolUseOptions) -> None:
+        super().__init__()
+        self.ctx, self.plan, self.o = ctx, plan, o
+        self.tokens = self.requests = 0
+        self.runs: list[CodeRunTrace] = []
+        self.ended = "done"
+
+    def _room(self, ids_len: int) -> int:
+        plan, ctx = self.plan, self.ctx
+        cap = plan.max_thinking_tokens if plan.max_thinking_tokens is not None else plan.max_tokens
+        reserve = len(ctx.think_suffix_ids) + len(ctx.engine.tokenizer.encode(self.o.code_end)) + 1
+        return ctx.room(ids_len, min(cap - self.tokens, plan.max_tokens - ctx.ledger.generated), reserve)
+
+    async def _step(self, ids: tuple[int, ...], stop: tuple[str, ...], name: str) -> AsyncGenerator[Event, None]:
+        room = self._room(len(ids))
+        if room <= 0:
+            self.last = None
+            return
+        gen = Generation(self.ctx, ids, self.ctx.reasoning_sampling(max_tokens=room, stop=stop, logprobs=None),
+                         name, True)
+        self.requests += 1
+        async with gen as events:
+            async for event in events:
+                yield event
+        self.last = gen.result
+        self.tokens += len(gen.result.token_ids)
+
+    async def _run(self) -> AsyncGenerator[Event, None]:
+        ctx, o = self.ctx, self.o
+        tok = ctx.engine.tokenizer
+        if ctx.code is None:
+            raise RuntimeError("tool_use needs the server's code runner")
+        ids = ctx.prompt_ids + ctx.think_prefix_ids + tuple(tok.encode(o.lead))
+        yield Thinking(ctx.choice, o.lead)
+        closed = False
+        while True:
+            async for event in self._step(ids, (o.code_end,), f"code{len(self.runs)}"):
+                yield event
+            code = self.last
+            if code is None or code.finish_reason == "length":
+                self.ended = "budget"
+                ids = ids if code is None else code.continuation_ids()
+                break
+            ids = code.prompt_ids + strip_end(ctx, code)
+            t0 = time.perf_counter()
+            result = await ctx.code.run(code.thinking)
+            shown = o.code_end + observation(o, result)
+            ids += tuple(tok.encode(shown))
+            yield Thinking(ctx.choice, shown)
+            self.runs.append(CodeRunTrace(result.exit_status, result.killed_by,
+                                          round(time.perf_counter() - t0, 3), len(code.token_ids),
+                                          len(result.stdout) + len(result.stderr)))
+            if o.mode == "pal" or len(self.runs) >= o.max_tool_calls:
+                self.ended = "max_tool_calls" if o.mode == "react" else "done"
+                break
+            stops = (o.next_code, ctx.engine.info.think_close)
+            async for event in self._step(ids, stops, f"think{len(self.runs) - 1}"):
+                yield event
+            thought = self.last
+            if thought is None or thought.finish_reason == "length":
+                self.ended = "budget"
+                ids = ids if thought is None else thought.continuation_ids()
+                break
+            ids = thought.prompt_ids + strip_end(ctx, thought)
+            if thought.stop_reason != o.next_code:  # the model closed its thinking or ended
+                closed = thought.stop_reason == ctx.engine.info.think_close
+                break
+            ids += tuple(tok.encode(o.next_code))
+            yield Thinking(ctx.choice, o.next_code)
+        ids += ctx.think_suffix_ids
+        trace = ThinkingTrace(tokens=self.tokens, finish_reason=None, cut_by_budget=self.ended == "budget",
+                              closed_by_model=closed, forced_continuations=0, nudged=False,
+                              engine_requests=self.requests)
+        self._finish(Thought(ids, trace))
+
+
+async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
+    o: ToolUseOptions = plan.options  # type: ignore[assignment]
+    think = CodeThink(ctx, plan, o)
+    async with think as events:
+        async for event in events:
+            yield event
+    prompt = think.result.ids
+    answer_trace = None
+    reason = "length"
+    room = ctx.room(len(prompt), plan.max_tokens - ctx.ledger.generated)
+    if room > 0:
+        answer = Generation(ctx, prompt, ctx.phase_sampling(max_tokens=room), "answer", False)
+        async with answer as events:
+            async for event in events:
+                yield event
+        done = answer.result
+        reason = done.finish_reason or "stop"
+        answer_trace = AnswerTrace(len(done.token_ids), done.finish_reason)
+    yield ChoiceDone(ctx.choice, reason, ToolUseTrace(plan.strategy, o.mode, tuple(think.runs), think.ended,
+                                                      think.result.trace, answer_trace))
+
+
+STRATEGY = Strategy(
+    name="tool_use", run=run, read=read, section="tool_use", config=ToolUseConfig,
+    keys={"tools": ANY, "tool_mode": ANY, "max_tool_calls": ANY}, needs_code=lambda plan: True)

@@ -33,6 +33,9 @@ class ThinkingTrace:
     forced_continuations: int
     nudged: bool
     engine_requests: int
+    # The model began a tool call while thinking: thinking was closed there and
+    # the call continues in the answer (strategies/output.py, ``thinking_stop``).
+    tool_call: bool | None = optional()
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,15 @@ from typing import Any
 
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.inputs import TokensPrompt
-from vllm.sampling_params import RequestOutputKind
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+from vllm.tool_parsers import ToolParserManager
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
 from server.settings import EngineSection
-from strategies.engine import Delta, EngineUnavailable, ModelInfo, Sampling, TokenLogprob
+from strategies.engine import Delta, EngineUnavailable, ModelInfo, Sampling, Structured, TokenLogprob
 
 log = logging.getLogger("ponder.engine")
 
@@ -41,20 +43,42 @@ def engine_args(engine: EngineSection, model: str, served_model_name: str) -> As
     return AsyncEngineArgs(**kwargs)
 
 
+def _structured(c: Structured | None) -> StructuredOutputsParams | None:
+    """vLLM's structured outputs (xgrammar on the CPU build as on CUDA) for an answer format."""
+    if c is None:
+        return None
+    if c.json is not None:
+        return StructuredOutputsParams(json=c.json)
+    if c.json_object:
+        return StructuredOutputsParams(json_object=True)
+    if c.regex is not None:
+        return StructuredOutputsParams(regex=c.regex)
+    if c.choice is not None:
+        return StructuredOutputsParams(choice=list(c.choice))
+    return StructuredOutputsParams(grammar=c.grammar)
+
+
 def _sampling_params(s: Sampling) -> SamplingParams:
     return SamplingParams(
         n=s.n,
         max_tokens=s.max_tokens,
+        # vLLM refuses a floor above the cap; a phase with less room generates what it has.
+        min_tokens=min(s.min_tokens, s.max_tokens),
         temperature=s.temperature,
         top_p=s.top_p,
+        top_k=s.top_k,
+        min_p=s.min_p,
         seed=s.seed,
         stop=list(s.stop) or None,
         stop_token_ids=list(s.stop_token_ids) or None,
         logprobs=s.logprobs,
         presence_penalty=s.presence_penalty,
         frequency_penalty=s.frequency_penalty,
+        repetition_penalty=s.repetition_penalty,
+        logit_bias=dict(s.logit_bias) or None,
         skip_special_tokens=s.skip_special_tokens,
         ignore_eos=s.ignore_eos,
+        structured_outputs=_structured(s.structured),
         output_kind=RequestOutputKind.DELTA,
     )
 
@@ -86,6 +110,8 @@ class VLLMEngine:
             think_close=think_close,
             native_thinking=native_thinking,
             kv_block_size=llm.vllm_config.cache_config.block_size or 16,
+            # What vLLM checks logit_bias and stop_token_ids against (the logits' width).
+            vocab_size=llm.model_config.get_vocab_size(),
         )
         return cls(llm, info)
 
@@ -128,6 +154,9 @@ class VLLMEngine:
     def alive(self) -> bool:
         return not self.llm.errored
 
+    def tool_parser(self, name: str) -> VLLMToolParser:
+        return VLLMToolParser(self.tokenizer, name)
+
     def num_unfinished_requests(self) -> int:
         return self.llm.get_num_unfinished_requests()
 
@@ -158,3 +187,30 @@ def _logprobs(entries, token_ids, k: int | None, tokenizer) -> tuple[TokenLogpro
         logprob = chosen.logprob if chosen is not None else float("-inf")
         out.append(TokenLogprob(token, logprob, tuple((t, lp) for _, t, lp in top)))
     return tuple(out)
+
+
+class VLLMToolParser:
+    """``server.output_format.ToolParser`` on one of vLLM's tool parsers
+    (``hermes``, ``llama3_json``, ``mistral``...: ``ToolParserManager``'s names).
+
+    A parser instance keeps streaming state, so each parse gets a fresh one;
+    ponder streams content itself up to ``start_marker`` and parses the rest
+    once the choice ends (server/output_format.py)."""
+
+    def __init__(self, tokenizer: Any, name: str) -> None:
+        try:
+            self.cls = ToolParserManager.get_tool_parser(name)
+        except KeyError:
+            known = ", ".join(ToolParserManager.list_registered())
+            raise ValueError(f"unknown tool parser {name!r}; vLLM has {known}") from None
+        self.name, self.tokenizer = name, tokenizer
+        marker = getattr(self.cls, "tool_call_start_token", None)
+        self.start_marker: str | None = marker if isinstance(marker, str) and marker else None
+
+    def parse(self, text: str, tools: list[dict[str, Any]]) -> tuple[str | None, list[tuple[str, str]]]:
+        request = ChatCompletionRequest(model="ponder", messages=[{"role": "user", "content": ""}], tools=tools)
+        parser = self.cls(self.tokenizer, request.tools)
+        info = parser.extract_tool_calls(text, request)
+        if not info.tools_called:
+            return text, []
+        return info.content, [(c.function.name, c.function.arguments) for c in info.tool_calls]

@@ -37,7 +37,7 @@ CHAT = "/v1/chat/completions"
 # What one generated chat request may cost. Only integers above a cap are
 # lowered; types, negative values and everything else stay as generated, so
 # invalid cases stay invalid and valid ones still run on the engine.
-CAPS = {"n": 2, "max_tokens": 8, "max_completion_tokens": 8, "thinking_token_budget": 16}
+CAPS = {"n": 2, "max_tokens": 8, "max_completion_tokens": 8, "thinking_token_budget": 16, "min_tokens": 8}
 NESTED_CAPS = {
     "reasoning": {"samples": 2, "rounds": 1, "beam_width": 2, "max_steps": 2, "max_thinking_tokens": 16,
                   "min_thinking_tokens": 16, "max_tokens": 16, "budget_tokens": 64},
@@ -224,6 +224,8 @@ OUT_OF_RANGE = [
     ("temperature", -0.5), ("temperature", 2.5), ("temperature", 1e308), ("temperature", -1e308),
     ("top_p", 0), ("top_p", 1.5), ("top_logprobs", 21), ("presence_penalty", 3), ("frequency_penalty", -1e300),
     ("timeout", 0), ("timeout", -1), ("timeout", 1e300),
+    ("top_k", -2), ("top_k", 2**31), ("min_p", -0.5), ("min_p", 1.5), ("repetition_penalty", 0),
+    ("repetition_penalty", 2.5), ("min_tokens", -1), ("min_tokens", 5),  # above max_tokens (4)
 ]
 
 
@@ -255,6 +257,12 @@ WRONG_TYPES = {
     "top_logprobs": ["2", 2.5, True],
     "presence_penalty": ["0", [], True],
     "frequency_penalty": ["0", {}, False],
+    "logit_bias": ["x", [], 5, True, {"5": "1"}, {"x": 1}, {"5": None}],
+    "top_k": ["5", 1.5, True, []],
+    "min_p": ["0.5", True, []],
+    "repetition_penalty": ["1", False, {}],
+    "min_tokens": ["3", 1.5, True, None],
+    "stop_token_ids": [5, "1", ["1"], [1.5], [True], {}],
     "user": [5, [], {}],
     "tools": ["x", {}, [1], 5],
     "tool_choice": [5, [], True],

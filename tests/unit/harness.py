@@ -28,6 +28,8 @@ from strategies.plan import Forcing, NoOptions, Plan
 from strategies.revision import RevisionOptions
 from strategies.runner import RunPlan
 from strategies.self_consistency import SelfConsistencyOptions
+from strategies.tool_use import ToolUseOptions
+from strategies.tools import CodeRunner
 from strategies.trace import to_json
 
 E = TypeVar("E", bound=ScriptedEngine)
@@ -67,6 +69,8 @@ OPTION_DEFAULTS: dict[str, tuple[type, dict[str, Any]]] = {
     "revision": (RevisionOptions, dict(rounds=0, critique_prompt="", revise_prompt="", critique_ok="")),
     "beam_search": (BeamOptions, dict(beam_width=1, max_steps=1, expansions=2, step_tokens=64, step_delimiter="\n\n",
                                       dvts=False, judge_question="")),
+    "tool_use": (ToolUseOptions, dict(mode="react", max_tool_calls=2, lead="```python\n", next_code="```python",
+                                      code_end="```", observation="\nOutput: {output}\n", max_observation_chars=200)),
     "auto": (AutoOptions, dict(probe_samples=3, probe_tokens=48, easy_agreement=1.0, medium_agreement=0.5,
                                share_prefix=False, levels=())),
 }
@@ -115,7 +119,7 @@ def vary(plan: Plan, **changes: Any) -> Plan:
 
 def contexts(engine: ScriptedEngine, prompt: tuple[int, ...], max_tokens: int, *, seed: int | None = None,
              budget: int | None = None, followup: Callable[[str], tuple[int, ...]] | None = None,
-             **client: Any) -> Callable[[int], RunContext]:
+             code: CodeRunner | None = None, **client: Any) -> Callable[[int], RunContext]:
     """``make_ctx`` for :class:`RunPlan`: choice ``i`` samples with the client's
     ``seed + i`` (none when it has no seed) and other ``client`` Sampling fields."""
     client = {"priority": PRIORITY, **client}
@@ -123,7 +127,7 @@ def contexts(engine: ScriptedEngine, prompt: tuple[int, ...], max_tokens: int, *
     def make(i: int) -> RunContext:
         sampling = Sampling(max_tokens=max_tokens, seed=None if seed is None else seed + i, **client)
         return RunContext(engine, prompt, PREFIX, SUFFIX, sampling, RID, i, Ledger(len(prompt), budget),
-                          followup=followup)
+                          followup=followup, code=code)
     return make
 
 

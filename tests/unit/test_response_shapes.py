@@ -25,8 +25,28 @@ from strategies import registry
 from strategies.events import Event, Thinking
 from strategies.ledger import Usage
 from strategies.plan import Plan
-from tests.unit import test_auto, test_beam, test_budget_forcing, test_parallel, test_revision, test_single
-from tests.unit.harness import FIELDS, join_stream, parse_sse, stream_and_response, text_of
+from tests.scripted_engine import EOS, ScriptedEngine
+from tests.unit import (
+    test_auto,
+    test_beam,
+    test_budget_forcing,
+    test_parallel,
+    test_revision,
+    test_single,
+    test_tool_use,
+)
+from tests.unit.harness import (
+    CLOSE,
+    FIELDS,
+    P,
+    contexts,
+    join_stream,
+    make_plan,
+    parse_sse,
+    run_to_end,
+    stream_and_response,
+    text_of,
+)
 
 Ran = tuple[list[Event], Usage]
 
@@ -56,6 +76,15 @@ def _auto(case: test_auto.Case) -> Shape:
     return Shape(case.plan, 1, lambda: _events(test_auto.run(case.plan, case.probes)))
 
 
+def _tool_use() -> Shape:
+    plan = make_plan("tool_use", thinking=True, max_tokens=200)
+
+    async def run() -> Ran:
+        engine = ScriptedEngine(script=["print(6 * 7)\n```", ["fine", [CLOSE]], "42" + EOS])
+        return await _events(run_to_end(engine, plan, 1, contexts(engine, P, 200, code=test_tool_use.Runner("42\n"))))
+    return Shape(plan, 1, run)
+
+
 def _beam() -> Shape:
     plan = test_beam.BEAM
     # A fresh setup per run: it counts how often each prompt was asked.
@@ -77,6 +106,7 @@ SHAPES: dict[str, Shape] = {
     "best_of_n-self-judge": _setup(test_parallel, test_parallel.SETUPS["bon-self-judge-thinking"]),
     "revision-thinking-first": _revision(test_revision.CASES["thinking-first"]),
     "beam_search": _beam(),
+    "tool_use-react": _tool_use(),
     "auto-medium": _auto(test_auto.CASES["majority-medium"]),
     "auto-hard": _auto(test_auto.CASES["split-hard"]),
 }
