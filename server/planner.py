@@ -242,6 +242,8 @@ def _plan(req: ChatCompletionRequest, settings: Settings, window: Window | None)
     t = _thinking(req, settings, effort, effort_source)
     name = r.strategy if r is not None and r.strategy else preset.strategy
     strategy = registry.get(name)
+    if strategy.thinks and not t.on:  # its work is thinking (code and runs): on, at the default cap
+        t.on, t.cap, t.floor = True, settings.defaults.max_thinking_tokens, None
     keys = _strategy_keys(r)
     _check_foreign(keys, strategy.keys)
     max_tokens, asked = _max_tokens(req, settings, t, window)

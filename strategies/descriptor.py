@@ -77,6 +77,8 @@ class Strategy:
     # Honours an answer format (tool calls, response_format): its answer phases
     # take ``ctx.output``'s constraint and its selection uses the format's keys.
     formats: bool = False
+    # Always runs a thinking phase (its work is thinking): the plan turns thinking on.
+    thinks: bool = False
     # Whether a plan runs model-written code (the server's sandbox must be up).
     needs_code: Callable[[Plan], bool] = lambda plan: False
 

@@ -121,6 +121,12 @@ def observation(o: ToolUseOptions, result: CodeResult) -> str:
     return o.observation.format(output=text.rstrip("\n"))
 
 
+def _lead_code(o: ToolUseOptions) -> str:
+    """Code the lead itself writes inside the first block (after its opening fence)."""
+    fence = o.next_code + "\n"
+    return o.lead.rsplit(fence, 1)[1] if fence in o.lead else ""
+
+
 class CodeThink(Phase[Thought]):
     """The thinking phase of a ``tool_use`` choice: code, runs and observations."""
 
@@ -168,8 +174,10 @@ class CodeThink(Phase[Thought]):
                 ids = ids if code is None else code.continuation_ids()
                 break
             ids = code.prompt_ids + strip_end(ctx, code)
+            # The program is the code block's whole text: the lead may open it with code of its own.
+            program = (_lead_code(o) if not self.runs else "") + code.thinking
             t0 = time.perf_counter()
-            result = await ctx.code.run(code.thinking)
+            result = await ctx.code.run(program)
             shown = o.code_end + observation(o, result)
             ids += tuple(tok.encode(shown))
             yield Thinking(ctx.choice, shown)
@@ -224,4 +232,4 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
 
 STRATEGY = Strategy(
     name="tool_use", run=run, read=read, section="tool_use", config=ToolUseConfig,
-    keys={"tools": ANY, "tool_mode": ANY, "max_tool_calls": ANY}, needs_code=lambda plan: True)
+    keys={"tools": ANY, "tool_mode": ANY, "max_tool_calls": ANY}, thinks=True, needs_code=lambda plan: True)

@@ -40,12 +40,14 @@ class Live:
         return {"Authorization": f"Bearer {self.api_key}"}
 
 
-def start_server(log_path: Path, *extra: str) -> tuple[subprocess.Popen, Live]:
-    """``ponder serve`` as a user starts it, with the test key; returns once /ready says 200."""
-    port = free_port()
+def start_server(log_path: Path, *extra: str, port: int | None = None,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Live]:
+    """``ponder serve`` as a user starts it, with the test key (and ``env`` on top of
+    this process's environment); returns once /ready says 200."""
+    port = port or free_port()
     cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--api-key", API_KEY,
            "--max-model-len", "2048", *extra]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"), **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
