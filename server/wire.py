@@ -260,12 +260,25 @@ class ChoiceLogprobs(_Out):
     content: list[TokenLogprob]
 
 
-FinishReason = Literal["stop", "length", "abort"]
+FinishReason = Literal["stop", "length", "tool_calls", "abort"]
+
+
+class FunctionCall(_Out):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCall(_Out):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
 
 
 class AssistantMessage(_Out):
     role: Literal["assistant"]
-    content: str
+    # null when the answer is only tool calls, as OpenAI sends it.
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
     # Both unless ``[server] reasoning_fields`` keeps one; absent when the thinking is excluded.
     reasoning_content: str | None = None
     reasoning: str | None = None
@@ -290,9 +303,24 @@ class ChatCompletion(_Out):
     reasoning_plan: dict[str, Any]
 
 
+class FunctionCallDelta(_Out):
+    name: str | None = None
+    arguments: str
+
+
+class ToolCallDelta(_Out):
+    """A piece of a tool call: id, type and name on its first piece only."""
+
+    index: Annotated[int, Field(ge=0)]
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+
 class Delta(_Out):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
 

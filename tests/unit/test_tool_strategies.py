@@ -81,3 +81,32 @@ async def test_self_consistency_votes_on_canonical_calls() -> None:
     assert _calls(events) == [("get_weather", {"city": "Bergen"})]
     done = [e for e in events if isinstance(e, ChoiceDone)][0]
     assert done.finish_reason == "tool_calls" and max(done.trace.votes.values()) == 2
+
+
+@pytest.mark.parametrize("tool_choice", ["auto", "named"])
+@pytest.mark.asyncio
+async def test_tool_call_responses_and_chunks_match_the_wire_models(tool_choice: str) -> None:
+    from server import wire
+    from tests.unit.harness import parse_sse, stream_and_response
+
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    fmt = _fmt(tool_choice=named) if tool_choice == "named" else _fmt()
+    text = '{"city": "Oslo"}' if tool_choice == "named" else \
+        'Checking. <tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
+    engine = ScriptedEngine(script=[text + EOS])
+    plan = make_plan("single")
+    _, events, usage = await run_to_end(engine, plan, 1, _with_output(contexts(engine, P, 100), fmt))
+    raw, body = stream_and_response(events, usage, plan, 1)
+    response = wire.ChatCompletion.model_validate(body)
+    [call] = response.choices[0].message.tool_calls
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Oslo"}
+    assert response.choices[0].finish_reason == "tool_calls"
+    assert response.choices[0].message.content == (None if tool_choice == "named" else "Checking. ")
+    pieces = []
+    for chunk in parse_sse(raw):
+        wire.ChatCompletionChunk.model_validate(chunk)
+        for ch in chunk["choices"]:
+            pieces += ch["delta"].get("tool_calls", [])
+    assert pieces[0]["id"] == call.id and pieces[0]["function"]["name"] == "get_weather"
+    assert all("id" not in p for p in pieces[1:])
+    assert "".join(p["function"]["arguments"] for p in pieces) == call.function.arguments
