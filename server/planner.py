@@ -248,9 +248,9 @@ def _plan(req: ChatCompletionRequest, settings: Settings, window: Window | None)
     _check_foreign(keys, strategy.keys)
     max_tokens, asked = _max_tokens(req, settings, t, window)
     _check_min_tokens(req, max_tokens, asked)
-    adjusted = _answer_reserve(t, max_tokens, settings.defaults.answer_reserve, asked, req.min_tokens)
     budget = r.budget_tokens if r is not None and r.budget_tokens is not None else preset.budget_tokens
-    _check_budgets(t, budget)
+    _check_budgets(t, budget)  # the client's own controls first: they must agree with each other
+    adjusted = _answer_reserve(t, max_tokens, settings.defaults.answer_reserve, asked, req.min_tokens)
 
     def plan_row(row: Mapping[str, Any]) -> Plan:
         """An ``auto`` level: planned like a client's reasoning object, in this request's budget."""

@@ -105,10 +105,10 @@ def _vllm_prompt_tokens(live) -> float:
      ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens"),
      ({"reasoning": {"effort": "galaxy"}}, "reasoning.effort"),
      ({"reasoning_effort": "galaxy"}, "reasoning_effort"),
-     ({"reasoning": {"strategy": "tool_use"}}, "reasoning.strategy"),
+     ({"reasoning": {"strategy": "telepathy"}}, "reasoning.strategy"),
      ({"reasoning": {"max_thinking_tokens": -1}}, "reasoning.max_thinking_tokens")],
     ids=["min-above-max", "budget-below-min", "disabled-with-min", "enabled-without-budget", "bad-effort",
-         "bad-reasoning-effort", "unimplemented-strategy", "negative-cap"],
+         "bad-reasoning-effort", "unknown-strategy", "negative-cap"],
 )
 def test_bad_budgets_are_400_before_the_engine(live, extra, param) -> None:
     before = _vllm_prompt_tokens(live)
@@ -139,7 +139,7 @@ def test_budget_forcing_stream_equals_non_stream(live, effort: str) -> None:
 
 def test_forced_continuations_reuse_the_prefix_cache(client: openai.OpenAI, live) -> None:
     r = client.chat.completions.create(
-        model=live.model, messages=_msgs(PROMPTS[2]), temperature=0, max_tokens=200,
+        model=live.model, messages=_msgs(PROMPTS[2]), temperature=0, max_tokens=300,
         extra_body={"reasoning": {"strategy": "budget_forcing", "min_thinking_tokens": 120,
                                   "max_thinking_tokens": 140}})
     trace = r.choices[0].model_extra["reasoning_trace"]["thinking"]
