@@ -32,7 +32,7 @@ from .context import RunContext
 from .descriptor import ANY, OptionSource, Strategy
 from .errors import PlanError
 from .events import ChoiceDone, Event, Thinking
-from .generation import Generation
+from .generation import Generated, Generation
 from .phase import Phase
 from .plan import Plan
 from .thinking import Thought, strip_end
@@ -146,7 +146,7 @@ class CodeThink(Phase[Thought]):
     async def _step(self, ids: tuple[int, ...], stop: tuple[str, ...], name: str) -> AsyncGenerator[Event, None]:
         room = self._room(len(ids))
         if room <= 0:
-            self.last = None
+            self.last: Generated | None = None
             return
         gen = Generation(self.ctx, ids, self.ctx.reasoning_sampling(max_tokens=room, stop=stop, logprobs=None),
                          name, True)
@@ -156,6 +156,13 @@ class CodeThink(Phase[Thought]):
                 yield event
         self.last = gen.result
         self.tokens += len(gen.result.token_ids)
+
+    def _after(self, ids: tuple[int, ...], gen: Generated | None) -> tuple[tuple[int, ...], bool]:
+        """The ids after a step (its stop string dropped), and whether the room ran out."""
+        if gen is None or gen.finish_reason == "length":
+            self.ended = "budget"
+            return (ids if gen is None else gen.continuation_ids()), True
+        return gen.prompt_ids + strip_end(self.ctx, gen), False
 
     async def _run(self) -> AsyncGenerator[Event, None]:
         ctx, o = self.ctx, self.o
@@ -169,11 +176,10 @@ class CodeThink(Phase[Thought]):
             async for event in self._step(ids, (o.code_end,), f"code{len(self.runs)}"):
                 yield event
             code = self.last
-            if code is None or code.finish_reason == "length":
-                self.ended = "budget"
-                ids = ids if code is None else code.continuation_ids()
+            ids, out_of_room = self._after(ids, code)
+            if out_of_room:
                 break
-            ids = code.prompt_ids + strip_end(ctx, code)
+            assert code is not None
             # The program is the code block's whole text: the lead may open it with code of its own.
             program = (_lead_code(o) if not self.runs else "") + code.thinking
             t0 = time.perf_counter()
@@ -191,11 +197,10 @@ class CodeThink(Phase[Thought]):
             async for event in self._step(ids, stops, f"think{len(self.runs) - 1}"):
                 yield event
             thought = self.last
-            if thought is None or thought.finish_reason == "length":
-                self.ended = "budget"
-                ids = ids if thought is None else thought.continuation_ids()
+            ids, out_of_room = self._after(ids, thought)
+            if out_of_room:
                 break
-            ids = thought.prompt_ids + strip_end(ctx, thought)
+            assert thought is not None
             if thought.stop_reason != o.next_code:  # the model closed its thinking or ended
                 closed = thought.stop_reason == ctx.engine.info.think_close
                 break
