@@ -49,7 +49,7 @@ def _sandbox_processes() -> list[int]:
 @pytest.mark.parametrize("mode", ["pal", "react"])
 def test_tool_use_runs_the_models_code_in_the_sandbox(client: openai.OpenAI, live, mode: str) -> None:
     r = client.chat.completions.create(
-        model=live.model, messages=Q, max_tokens=200, temperature=0,
+        model=live.model, messages=Q, max_tokens=300, temperature=0,
         extra_body={"reasoning": {"strategy": "tool_use", "tool_mode": mode, "max_thinking_tokens": 120}})
     plan, trace = r.model_extra["reasoning_plan"], r.choices[0].model_extra["reasoning_trace"]
     assert plan["strategy"] == "tool_use" and plan["mode"] == mode
@@ -67,7 +67,7 @@ def test_tool_use_runs_the_models_code_in_the_sandbox(client: openai.OpenAI, liv
 
 
 def test_tool_use_streams_what_it_returns(live) -> None:
-    body = {"model": live.model, "messages": Q, "max_tokens": 160, "temperature": 0,
+    body = {"model": live.model, "messages": Q, "max_tokens": 240, "temperature": 0,
             "reasoning": {"strategy": "tool_use", "tool_mode": "pal", "max_thinking_tokens": 96},
             "stream_options": {"include_usage": True}}
     full = httpx.post(live.v1 + "/chat/completions", json=body, headers=live.headers(), timeout=300).json()
@@ -154,9 +154,10 @@ async def test_hostile_code_through_the_tool_path(tmp_path) -> None:
         [run] = trace["runs"]
         assert run["killed_by"] == "timeout" and run["seconds"] <= wall + 1.0
         reasoning = out["choices"][0]["message"]["reasoning_content"]
+        output = reasoning.split("\nOutput:\n", 1)[1]  # what the program printed, after its code
         for name in BLOCKED:
-            assert f"{name} BLOCKED" in reasoning, name
-        assert "SLEEPING" in reasoning and "ESCAPED" not in reasoning
+            assert f"{name} BLOCKED" in output, name
+        assert "SLEEPING" in output and "ESCAPED" not in output and "[killed: timeout]" in output
         assert SECRET not in json.dumps(out) and "test-key" not in reasoning
         assert not _left_on_host(token)
         assert not _sandbox_processes()
