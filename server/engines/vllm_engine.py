@@ -47,12 +47,10 @@ def _structured(c: Structured | None) -> StructuredOutputsParams | None:
     """vLLM's structured outputs (xgrammar on the CPU build as on CUDA) for an answer format."""
     if c is None:
         return None
-    # JSON comes out compact: with free whitespace allowed, small models can spend
-    # every token on spaces and newlines inside a valid-so-far object.
     if c.json is not None:
-        return StructuredOutputsParams(json=c.json, disable_any_whitespace=True)
+        return StructuredOutputsParams(json=c.json)
     if c.json_object:
-        return StructuredOutputsParams(json_object=True, disable_any_whitespace=True)
+        return StructuredOutputsParams(json_object=True)
     if c.regex is not None:
         return StructuredOutputsParams(regex=c.regex)
     if c.choice is not None:

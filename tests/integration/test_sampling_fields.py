@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 POEM = [{"role": "user", "content": "Write a short poem about the sea."}]
 CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 SHORT = [{"role": "user", "content": "What is 2 plus 2? Reply with only the number."}]
-REPEAT = [{"role": "user", "content": "Write the word apple ten times, separated by spaces."}]
+REPEAT = [{"role": "user", "content": "Write: the the the the the the the the the the"}]
 SEEDS = (1, 2, 3)
 
 

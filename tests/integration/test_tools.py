@@ -162,7 +162,8 @@ def test_response_format_json_schema_validates(client: openai.OpenAI, live, stra
 
 
 def test_response_format_json_object_streams_json(live) -> None:
-    body = {"model": live.model, "messages": ASK, "response_format": {"type": "json_object"}, "max_tokens": 96,
+    ask = [{"role": "user", "content": 'Give me a JSON object with the key "ok" set to true.'}]
+    body = {"model": live.model, "messages": ask, "response_format": {"type": "json_object"}, "max_tokens": 96,
             "temperature": 0, "stream": True}
     s = post_stream(live.base_url, body, live.headers())
     assert s.finish_reasons()[0] == ["stop"]
