@@ -124,6 +124,11 @@ BLOCKED = ("server_port", "public", "dns", "shadow", "init_environ", "write_tmp"
            "signal_others")
 
 
+async def _drain(response: httpx.Response) -> None:
+    async for _ in response.aiter_lines():
+        pass
+
+
 def _left_on_host(token: str) -> list[str]:
     return [p for p in (f"/tmp/ponder-escape-{token}", f"/root/ponder-escape-{token}") if Path(p).exists()]
 
@@ -174,9 +179,13 @@ async def test_hostile_code_through_the_tool_path(tmp_path) -> None:
         # A client that goes away while its program runs: the run is killed within a second.
         async with httpx.AsyncClient(timeout=120, headers=live.headers()) as http:
             async with http.stream("POST", live.v1 + "/chat/completions", json={**body, "stream": True}) as s:
-                lines = s.aiter_lines()
+                reader = asyncio.create_task(_drain(s))
+                started = time.monotonic()
                 while not _sandbox_processes():
-                    await asyncio.wait_for(lines.__anext__(), 60)
+                    assert not reader.done(), "the stream ended before the program ran"
+                    assert time.monotonic() - started < 60
+                    await asyncio.sleep(0.02)
+                reader.cancel()
         gone = time.monotonic()
         while _sandbox_processes() and time.monotonic() - gone < 1.0:
             await asyncio.sleep(0.02)
