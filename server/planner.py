@@ -220,8 +220,9 @@ def _check_foreign(keys: Mapping[str, Any], reads: Mapping[str, Any]) -> None:
     for key, value in keys.items():
         if key in reads or value is None:
             continue
-        neutral = {registry.get(name).keys.get(key, ANY) for name in registry.owners(key)}
-        if value in neutral - {ANY}:
+        # Compared by ==: a value may be a list (reasoning.tools), which a set cannot hold.
+        neutral = [registry.get(name).keys.get(key, ANY) for name in registry.owners(key)]
+        if any(off is not ANY and value == off for off in neutral):
             continue
         owners = registry.owners(key)
         which = f"the {owners[0]} strategy" if len(owners) == 1 else f"one of the strategies {', '.join(owners)}"

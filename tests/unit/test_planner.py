@@ -413,3 +413,12 @@ def test_check_presets_fails_for_a_broken_auto_table(levels: dict[str, Any], par
     with pytest.raises(APIError) as info:
         check_presets(settings)
     assert (info.value.status, info.value.param) == (400, param)
+
+
+def test_a_list_valued_key_of_another_strategy_is_a_400_not_a_crash(settings: Settings) -> None:
+    """``reasoning.tools`` is a list: checking it against other strategies' "off" values
+    must not hash it (the fuzz test found a 500 there)."""
+    with pytest.raises(APIError) as info:
+        plan_request(req(reasoning={"strategy": "self_consistency", "tools": ["python"]}), settings)
+    assert (info.value.status, info.value.param) == (400, "reasoning.tools")
+    assert "tool_use" in info.value.message
