@@ -111,8 +111,8 @@ class _AutoShaper:
     parser: ToolParser
     tools: list[dict[str, Any]]
     parallel: bool
-    full: list[str] = field(default_factory=list)
-    sent: int = 0  # characters of the answer already sent as content
+    text: str = ""  # the answer so far
+    sent: int = 0  # characters of it already sent as content
     held_logprobs: list[Any] = field(default_factory=list)
 
     def _safe_end(self, text: str) -> int:
@@ -130,8 +130,8 @@ class _AutoShaper:
 
     def feed(self, event: Event) -> list[Event]:
         if isinstance(event, Answer):
-            self.full.append(event.text)
-            text = "".join(self.full)
+            self.text += event.text  # one append per token, not a join of everything so far
+            text = self.text
             end = max(self._safe_end(text), self.sent)
             if event.logprobs:
                 self.held_logprobs.extend(event.logprobs)
@@ -141,7 +141,7 @@ class _AutoShaper:
             self.sent, self.held_logprobs = end, []
             return [out]
         if isinstance(event, ChoiceDone) and event.choice == self.choice:
-            text = "".join(self.full)
+            text = self.text
             content, calls = self.parser.parse(text, self.tools) if text[self.sent:] else (None, [])
             if not self.parallel:
                 calls = calls[:1]
