@@ -102,6 +102,8 @@ def install(app: FastAPI) -> None:
         loc = tuple(first.get("loc", ()))
         param = _loc_to_param(loc)
         msg = first.get("msg", "invalid request")
+        if first.get("type") == "extra_forbidden":
+            msg = "unrecognized request argument; ponder refuses a field it does not honour"
         if param is None:  # the body as a whole
             msg = _body_problem(first, request.headers.get("content-type")) or msg
         text = f"{param}: {msg}" if param else msg

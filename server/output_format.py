@@ -185,6 +185,27 @@ class JsonFormat:
 
 
 @dataclass(frozen=True)
+class GrammarFormat:
+    """vLLM's ``structured_outputs`` regex, choice or grammar: the engine keeps the
+    answer in the language; a vote is on the answer as written."""
+
+    structured: Structured
+    thinking_stop: tuple[str, ...] = ()
+    tools: bool = False
+
+    def key(self, answer: str) -> str | None:
+        return answer if self.valid(answer) else None
+
+    def valid(self, answer: str) -> bool:
+        if self.structured.choice is not None:
+            return answer in self.structured.choice
+        return bool(answer)  # the engine's grammar is the judge of a regex or a grammar
+
+    def shaper(self, choice: int) -> Shaper:
+        return PLAIN.shaper(choice)
+
+
+@dataclass(frozen=True)
 class ToolFormat:
     """``tools`` with ``tool_choice`` auto, required or a named function."""
 
@@ -254,6 +275,40 @@ def _check_schema(schema: Any, param: str) -> dict[str, Any]:
     return schema
 
 
+_KINDS = ("json", "json_object", "regex", "choice", "grammar")
+_ATTR = {"json": "json_"}
+
+
+def _structured_outputs(req: ChatCompletionRequest, calls_wanted: bool) -> OutputFormat:
+    """vLLM's ``structured_outputs`` field: exactly one constraint, for the answer."""
+    so = req.structured_outputs
+    assert so is not None
+    kinds = [k for k in _KINDS if getattr(so, _ATTR.get(k, k)) not in (None, False)]
+    if len(kinds) != 1:
+        raise bad_request(f"structured_outputs needs exactly one of {', '.join(_KINDS)}", "structured_outputs")
+    if req.response_format is not None and req.response_format.type != "text":
+        raise bad_request("response_format and structured_outputs both constrain the answer; send one",
+                          "structured_outputs")
+    if calls_wanted:
+        raise bad_request("structured_outputs and tool calls cannot be combined; set tool_choice to \"none\"",
+                          "structured_outputs")
+    kind = kinds[0]
+    if kind == "json_object":
+        return JsonFormat(Structured(json_object=True), None)
+    if kind == "json":
+        raw = so.json_
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                raise bad_request("structured_outputs.json is not valid JSON", "structured_outputs.json") from None
+        schema = _check_schema(raw, "structured_outputs.json")
+        return JsonFormat(Structured.schema(schema), schema)
+    if kind == "choice":
+        return GrammarFormat(Structured(choice=tuple(so.choice or ())))
+    return GrammarFormat(Structured(**{kind: getattr(so, kind)}))
+
+
 def output_format(req: ChatCompletionRequest, parser: ToolParser | None) -> OutputFormat:
     """The request's answer format, or a 400 naming the field that cannot be honoured."""
     tools = [t.model_dump(exclude_none=True) for t in req.tools or []]
@@ -270,6 +325,8 @@ def output_format(req: ChatCompletionRequest, parser: ToolParser | None) -> Outp
         if "parameters" in t["function"]:
             _check_schema(t["function"]["parameters"], f"tools[{i}].function.parameters")
     calls_wanted = bool(tools) and choice != "none"
+    if req.structured_outputs is not None:
+        return _structured_outputs(req, calls_wanted)
     if rf is not None and rf.type != "text" and calls_wanted:
         raise bad_request("response_format and tool calls cannot be combined; set tool_choice to \"none\"",
                           "response_format")

@@ -72,9 +72,15 @@ def prepare(req: ChatCompletionRequest, state: AppState, request_id: str) -> Pre
         raise bad_request(f"the code interpreter is unavailable on this server: {state.sandbox_unavailable}",
                           "reasoning.strategy", "tool_unavailable")
     if output is not PLAIN and not strategy.formats:
-        what = "tool calls" if output.tools else "response_format"
+        what = "tool calls" if output.tools else "structured_outputs" if req.structured_outputs else "response_format"
         raise bad_request(f"strategy {plan.strategy!r} does not support {what}; use one of "
                           f"{', '.join(registry.with_formats())}", "reasoning.strategy")
+    if output.structured is not None:
+        try:
+            engine.check_structured(output.structured)
+        except ValueError as exc:
+            field = next(f for f in ("structured_outputs", "response_format", "tools") if getattr(req, f))
+            raise bad_request(f"the engine cannot constrain the answer to this: {exc}", field) from None
     check_token_ids(req, engine.info.vocab_size)
     # Admission before the prompt is even rendered, so a 429 costs the server
     # (which shares the CPU with the engine) almost nothing.

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from strategies.engine import Engine
+from strategies.engine import Engine, Structured
 
 from .admission import Admission
 from .errors import APIError
@@ -32,6 +32,11 @@ class ServedEngine(Engine, Protocol):
 
     def tool_parser(self, name: str) -> ToolParser:
         """The model's tool-call parser (a ValueError names a parser the engine lacks)."""
+        ...
+
+    def check_structured(self, structured: Structured) -> None:
+        """A ValueError saying why the engine's grammar backend cannot compile
+        ``structured`` (checked before the first byte, so it is a 400)."""
         ...
 
     def shutdown(self) -> None: ...

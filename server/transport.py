@@ -20,7 +20,7 @@ from typing import Protocol
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from strategies.engine import EngineUnavailable
+from strategies.engine import EngineRequestFailed, EngineUnavailable
 from strategies.events import Event
 from strategies.ledger import Usage
 from strategies.runner import RunPlan
@@ -54,6 +54,10 @@ def as_api_error(exc: BaseException) -> APIError:
     if isinstance(exc, EngineUnavailable):
         return APIError(503, "the engine is unavailable; retry later", code="engine_unavailable",
                         headers={"retry-after": "5"})
+    if isinstance(exc, EngineRequestFailed):
+        log.warning("%s", exc)
+        return APIError(500, "the engine failed while generating this request; it is still serving others",
+                        code="engine_error")
     log.error("strategy run failed", exc_info=exc)
     return APIError(500, "internal error while generating", code="internal_error")
 

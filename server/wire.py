@@ -114,6 +114,18 @@ class ResponseFormat(_Strict):
     json_schema: JsonSchemaFormat | None = None
 
 
+class StructuredOutputs(_Strict):
+    """vLLM's ``structured_outputs`` extension: exactly one constraint on the answer."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    json_: Annotated[dict[str, Any] | str | None, Field(alias="json")] = None
+    json_object: bool | None = None
+    regex: Annotated[str, Field(min_length=1)] | None = None
+    choice: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=1024)] | None = None
+    grammar: Annotated[str, Field(min_length=1)] | None = None
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     include_usage: bool = False
@@ -149,7 +161,9 @@ class ThinkingOptions(_Strict):
 
 
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={
+    # A field ponder does not know is refused (as OpenAI does), never ignored: a
+    # client that sends one expects something of it.
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={
         # top_logprobs needs logprobs: true (a 400 naming top_logprobs otherwise).
         "if": {"required": ["top_logprobs"], "properties": {"top_logprobs": {"type": "integer"}}},
         "then": {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}})
@@ -186,6 +200,8 @@ class ChatCompletionRequest(BaseModel):
     # False: at most one call per answer (the constraint or the parser keeps the first).
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
+    # vLLM's extension: a regex, a choice, a grammar or a JSON schema for the answer.
+    structured_outputs: StructuredOutputs | None = None
     # Reasoning controls, in order of precedence.
     reasoning: ReasoningOptions | None = None
     thinking: ThinkingOptions | None = None

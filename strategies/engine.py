@@ -89,7 +89,7 @@ class Delta:
     index: int
     token_ids: tuple[int, ...]
     text: str
-    finish_reason: str | None = None  # "stop" | "length" | "abort"
+    finish_reason: str | None = None  # "stop" | "length" | "abort" (an engine "error" is raised)
     stop_reason: int | str | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None
     # Set on the first delta of every sample: prompt length and prefix-cache hits.
@@ -103,6 +103,12 @@ class EngineUnavailable(RuntimeError):
     Every Engine raises this (and only this) for unavailability, so the server
     recognises it by type, whatever engine runs underneath.
     """
+
+
+class EngineRequestFailed(RuntimeError):
+    """The engine ended one request with an internal error of its own (vLLM's
+    ``finish_reason`` "error": a sampler or grammar failure, a lost KV block) while
+    it stays up: the request gets a 500, never a 200 whose choice says "error"."""
 
 
 class Tokenizer(Protocol):

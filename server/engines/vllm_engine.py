@@ -24,7 +24,15 @@ from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
 from server.settings import EngineSection
-from strategies.engine import Delta, EngineUnavailable, ModelInfo, Sampling, Structured, TokenLogprob
+from strategies.engine import (
+    Delta,
+    EngineRequestFailed,
+    EngineUnavailable,
+    ModelInfo,
+    Sampling,
+    Structured,
+    TokenLogprob,
+)
 
 log = logging.getLogger("ponder.engine")
 
@@ -128,6 +136,8 @@ class VLLMEngine:
                                                priority=sampling.priority):
                 finished = out.finished
                 for comp in out.outputs:
+                    if comp.finish_reason == "error":
+                        raise EngineRequestFailed(f"the engine failed request {request_id}")
                     first = comp.index not in seen_first
                     seen_first.add(comp.index)
                     yield Delta(
@@ -156,6 +166,17 @@ class VLLMEngine:
 
     def tool_parser(self, name: str) -> VLLMToolParser:
         return VLLMToolParser(self.tokenizer, name)
+
+    def check_structured(self, structured: Structured) -> None:
+        """The check vLLM's input processor makes when the request is added (the
+        configured backend, "auto" falling back from xgrammar to guidance), made
+        before the first byte instead of failing the request inside a stream."""
+        params = SamplingParams(structured_outputs=_structured(structured))
+        cfg = self.llm.vllm_config
+        try:
+            params._validate_structured_outputs(cfg.model_config, cfg.structured_outputs_config, self.tokenizer)
+        except Exception as exc:  # vLLM's validation errors, and what a grammar compiler raises
+            raise ValueError(str(exc)) from None
 
     def num_unfinished_requests(self) -> int:
         return self.llm.get_num_unfinished_requests()

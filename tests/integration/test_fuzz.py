@@ -266,6 +266,8 @@ WRONG_TYPES = {
     "user": [5, [], {}],
     "tools": ["x", {}, [1], 5],
     "tool_choice": [5, [], True],
+    "parallel_tool_calls": ["yes", 1, [], {}],
+    "response_format": ["json", [], {"type": "xml"}, {"type": 5}, {"type": "json_schema"}],
     "reasoning": ["high", [], 5, True, {"effort": 5}, {"samples": "2"}, {"unknown": 1}],
     "thinking": ["enabled", True, {}, {"type": True}, {"type": "enabled", "budget_tokens": "8"}],
     "thinking_token_budget": ["16", 1.5, True],

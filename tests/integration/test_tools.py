@@ -9,6 +9,7 @@ correctly either way.
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import jsonschema
@@ -195,3 +196,32 @@ def test_bad_tool_fields_are_400_naming_them(live, extra: dict, param: str) -> N
                    json={"model": live.model, "messages": ASK, **extra})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize("so,check", [
+    ({"choice": ["sunny", "rainy", "snowy"]}, lambda text: text in ("sunny", "rainy", "snowy")),
+    ({"regex": "[0-9]{3}-[0-9]{4}"}, lambda text: re.fullmatch("[0-9]{3}-[0-9]{4}", text)),
+    ({"json": SCHEMA}, lambda text: jsonschema.validate(json.loads(text), SCHEMA) is None),
+])
+def test_vllm_structured_outputs_constrain_the_answer(client: openai.OpenAI, live, so: dict, check) -> None:
+    """vLLM's ``structured_outputs`` field, as a vLLM client sends it (extra_body), on
+    the answer phase of a plan with thinking (the thinking stays free text)."""
+    r = client.chat.completions.create(model=live.model, messages=ASK, max_tokens=96, temperature=0.8, seed=3,
+                                       extra_body={"structured_outputs": so,
+                                                   "reasoning": {"max_thinking_tokens": 24}})
+    text = r.choices[0].message.content
+    assert r.choices[0].finish_reason == "stop" and check(text), r
+    assert r.choices[0].message.model_extra.get("reasoning_content")
+
+
+@pytest.mark.parametrize("extra,param", [
+    ({"structured_outputs": {"regex": "[0-9"}}, "structured_outputs"),
+    ({"structured_outputs": {"grammar": "root ::= nonsense ::="}}, "structured_outputs"),
+    ({"guided_json": {"type": "object"}}, "guided_json"),
+    ({"functions": [{"name": "f"}]}, "functions"),
+])
+def test_what_the_engine_cannot_constrain_or_ponder_does_not_know_is_a_400(live, extra: dict, param: str) -> None:
+    r = httpx.post(live.v1 + "/chat/completions", headers=live.headers(), timeout=60,
+                   json={"model": live.model, "messages": ASK, "max_tokens": 8, **extra})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param, r.json()

@@ -7,7 +7,7 @@ import pytest
 
 from server.engines.vllm_engine import VLLMToolParser
 from server.errors import APIError
-from server.output_format import JsonFormat, ToolFormat, output_format
+from server.output_format import GrammarFormat, JsonFormat, ToolFormat, output_format
 from server.tool_prompt import hermes_messages, with_reasoning
 from server.wire import ChatCompletionRequest
 from strategies.events import Answer, ChoiceDone, Progress, Thinking, ToolCallDelta
@@ -142,11 +142,38 @@ def test_json_formats_and_their_vote_keys() -> None:
     ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "response_format"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}}},
      "response_format.json_schema.schema"),
+    ({"structured_outputs": {}}, "structured_outputs"),
+    ({"structured_outputs": {"regex": "a+", "choice": ["a"]}}, "structured_outputs"),
+    ({"structured_outputs": {"json_object": False}}, "structured_outputs"),
+    ({"structured_outputs": {"regex": "a+"}, "response_format": {"type": "json_object"}}, "structured_outputs"),
+    ({"structured_outputs": {"choice": ["a"]}, "tools": [WEATHER]}, "structured_outputs"),
+    ({"structured_outputs": {"json": "{not json"}}, "structured_outputs.json"),
+    ({"structured_outputs": {"json": {"type": 5}}}, "structured_outputs.json"),
 ])
 def test_what_cannot_be_honoured_is_a_400_naming_the_field(kw: dict, param: str) -> None:
     with pytest.raises(APIError) as e:
         output_format(_req(**kw), PARSER)
     assert e.value.status == 400 and e.value.param == param
+
+
+def test_vllm_structured_outputs_each_kind() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    as_dict = output_format(_req(structured_outputs={"json": schema}), None)
+    as_text = output_format(_req(structured_outputs={"json": json.dumps(schema)}), None)
+    assert isinstance(as_dict, JsonFormat) and as_dict == as_text and as_dict.valid('{"a": 2}')
+    assert output_format(_req(structured_outputs={"json_object": True}), None).structured.json_object
+    choice = output_format(_req(structured_outputs={"choice": ["yes", "no"]}), None)
+    assert isinstance(choice, GrammarFormat) and choice.structured.choice == ("yes", "no")
+    assert choice.key("yes") == "yes" and choice.key("maybe") is None and not choice.valid("no ")
+    regex = output_format(_req(structured_outputs={"regex": "[0-9]+"}), None)
+    assert regex.structured.regex == "[0-9]+" and regex.key("42") == "42" and regex.key("") is None
+    grammar = output_format(_req(structured_outputs={"grammar": 'root ::= "a"'}), None)
+    assert grammar.structured.grammar == 'root ::= "a"'
+
+
+def test_unknown_top_level_field_is_refused_by_the_wire_model() -> None:
+    with pytest.raises(ValueError, match="guided_json"):
+        _req(guided_json={"type": "object"})
 
 
 def test_tool_format_is_not_plain() -> None:
