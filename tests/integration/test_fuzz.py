@@ -268,6 +268,7 @@ WRONG_TYPES = {
     "tool_choice": [5, [], True],
     "parallel_tool_calls": ["yes", 1, [], {}],
     "response_format": ["json", [], {"type": "xml"}, {"type": 5}, {"type": "json_schema"}],
+    "structured_outputs": ["regex", [], 5, {"regex": 5}, {"choice": "a"}, {"choice": []}, {"yaml": "x"}],
     "reasoning": ["high", [], 5, True, {"effort": 5}, {"samples": "2"}, {"unknown": 1}],
     "thinking": ["enabled", True, {}, {"type": True}, {"type": "enabled", "budget_tokens": "8"}],
     "thinking_token_budget": ["16", 1.5, True],
