@@ -172,7 +172,7 @@ def _freeze_startup_heap() -> None:
 
 async def _check_sandbox(state: AppState) -> None:
     """Probe the code interpreter's sandbox once; without it the tool is refused, with this reason."""
-    sandbox = Sandbox(state.settings.sandbox)
+    sandbox = Sandbox(state.settings.sandbox, on_result=state.metrics.code_run)
     reason = await sandbox.check()
     state.sandbox, state.sandbox_unavailable = sandbox, reason
     if reason:

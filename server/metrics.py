@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from strategies.tools import CodeResult
 from strategies.trace import Trace
 
 _TOKEN_BUCKETS = (0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -57,6 +58,12 @@ class Metrics:
         self.admission_limit = Gauge("ponder_admission_sequences_limit", "Admission limit (0: none)", registry=r)
         self.rejected = Counter("ponder_requests_rejected", "Requests refused before any work, by error code",
                                 ["code"], registry=r)
+        self.code_runs = Counter("ponder_code_runs", "Programs the code interpreter ran, by how they ended "
+                                 "(exit_0, exit_error, or the limit that killed it)", ["outcome"], registry=r)
+
+    def code_run(self, result: CodeResult) -> None:
+        outcome = result.killed_by or ("exit_0" if result.exit_status == 0 else "exit_error")
+        self.code_runs.labels(outcome.split(":")[0]).inc()
 
     def choice_done(self, strategy: str, effort: str, trace: Trace) -> None:
         cands = trace.candidate_traces()

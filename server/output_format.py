@@ -311,7 +311,7 @@ def _structured_outputs(req: ChatCompletionRequest, calls_wanted: bool) -> Outpu
 
 def output_format(req: ChatCompletionRequest, parser: ToolParser | None) -> OutputFormat:
     """The request's answer format, or a 400 naming the field that cannot be honoured."""
-    tools = [t.model_dump(exclude_none=True) for t in req.tools or []]
+    tools = [t.model_dump(exclude_none=True) for t in req.function_tools]
     choice = req.tool_choice
     rf = req.response_format
     if choice is not None and choice != "none" and not tools:

@@ -242,10 +242,16 @@ def _plan(req: ChatCompletionRequest, settings: Settings, window: Window | None)
     r = req.reasoning
     t = _thinking(req, settings, effort, effort_source)
     name = r.strategy if r is not None and r.strategy else preset.strategy
-    strategy = registry.get(name)
-    if strategy.thinks and not t.on:  # its work is thinking (code and runs): on, at the default cap
-        t.on, t.cap, t.floor = True, settings.defaults.max_thinking_tokens, None
     keys = _strategy_keys(r)
+    if req.code_interpreter:  # the built-in tool: reasoning.tools ["python"], tool_use unless a strategy is named
+        keys.setdefault("tools", ["python"])
+        name = r.strategy if r is not None and r.strategy else "tool_use"
+        if "tools" not in registry.get(name).keys:
+            raise bad_request(f"the code_interpreter tool needs one of the strategies "
+                              f"{', '.join(registry.owners('tools'))}, not {name!r}", "tools")
+    strategy = registry.get(name)
+    if strategy.thinks(keys) and not t.on:  # its work is thinking (code and runs): on, at the default cap
+        t.on, t.cap, t.floor = True, settings.defaults.max_thinking_tokens, None
     _check_foreign(keys, strategy.keys)
     max_tokens, asked = _max_tokens(req, settings, t, window)
     _check_min_tokens(req, max_tokens, asked)
@@ -261,7 +267,8 @@ def _plan(req: ChatCompletionRequest, settings: Settings, window: Window | None)
         return _plan(sub, settings, window)
 
     preset_keys = {k: v for k, v in preset.strategy_keys.items() if k in strategy.keys}
-    src = OptionSource(keys, preset_keys, settings.section(strategy.section), req.n, plan_row, registry.weight)
+    src = OptionSource(keys, preset_keys, settings.section(strategy.section), req.n, plan_row, registry.weight,
+                       settings.section)
     plan = Plan(
         strategy=name, max_tokens=max_tokens, options=strategy.options(src), effort=effort, thinking=t.on,
         max_thinking_tokens=t.cap, min_thinking_tokens=t.floor, budget_tokens=budget,

@@ -94,7 +94,7 @@ class Renderer:
         else:
             for m in messages:
                 m.pop("reasoning", None)
-        tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
+        tools = [t.model_dump(exclude_none=True) for t in req.function_tools] or None
         if self.template_tools:
             return _arguments_as_objects(messages), tools
         return hermes_messages(messages, tools), None

@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +132,9 @@ def sandbox_uid(uid: int) -> bool:
 class Sandbox:
     """Runs Python programs in the sandbox, at most ``max_concurrent`` at once."""
 
-    def __init__(self, settings: SandboxSection) -> None:
+    def __init__(self, settings: SandboxSection, on_result: Callable[[CodeResult], None] | None = None) -> None:
         self.settings = settings
+        self.on_result = on_result  # every run's outcome (the server's metrics)
         self._slots = asyncio.Semaphore(settings.max_concurrent)
         self._check_lock = asyncio.Lock()
         self._checked = False
@@ -172,7 +174,10 @@ class Sandbox:
         if self._reason:
             raise ToolUnavailable(self._reason)
         wall = self.settings.wall_seconds if timeout is None else min(timeout, self.settings.wall_seconds)
-        return await self._run(code, wall)
+        result = await self._run(code, wall)
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
 
     # ------------------------------------------------------------ set-up
 

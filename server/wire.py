@@ -92,6 +92,13 @@ class Tool(_Strict):
     function: FunctionDef
 
 
+class CodeInterpreterTool(_Strict):
+    """The built-in code interpreter: the plan runs ``tool_use`` (PAL / ReAct in a
+    sandbox), or ``self_consistency`` whose candidates each may run code."""
+
+    type: Literal["code_interpreter"]
+
+
 class _FunctionName(_Strict):
     name: str
 
@@ -195,7 +202,7 @@ class ChatCompletionRequest(BaseModel):
     min_tokens: Annotated[int, Field(ge=0, le=1_000_000), _INTEGRAL] = 0
     stop_token_ids: Annotated[list[_TokenId], Field(max_length=MAX_TOKEN_IDS)] | None = None
     user: str | None = None
-    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tools: Annotated[list[Tool | CodeInterpreterTool], Field(max_length=128)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     # False: at most one call per answer (the constraint or the parser keeps the first).
     parallel_tool_calls: bool | None = None
@@ -216,6 +223,16 @@ class ChatCompletionRequest(BaseModel):
     priority: Annotated[int, Field(ge=-(2**20), le=2**20), _INTEGRAL] = 0
     # ponder: this request's deadline in seconds (the server's default applies without it).
     timeout: Annotated[float, Field(gt=0, le=1e9)] | None = None
+
+    @property
+    def function_tools(self) -> list[Tool]:
+        """The client's functions (what the model may call and the client runs)."""
+        return [t for t in self.tools or [] if isinstance(t, Tool)]
+
+    @property
+    def code_interpreter(self) -> bool:
+        """``{"type": "code_interpreter"}`` is among the tools (ponder runs the code)."""
+        return any(isinstance(t, CodeInterpreterTool) for t in self.tools or [])
 
 
 # -- responses (documented in the OpenAPI schema) -------------------------------

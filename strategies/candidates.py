@@ -1,7 +1,8 @@
 """Parallel candidates: what ``self_consistency``, ``best_of_n`` and ``auto``'s
 probe share.
 
-Candidates are whole ``single`` runs (thinking, then answer) with their own
+Candidates are whole ``single`` runs (thinking, then answer), or ``tool_use``
+runs when the client gave ``reasoning.tools``, with their own
 seeds, submitted to the engine together so it batches them and shares the
 prompt's KV cache; each gets an equal share of ``budget_tokens``. While they
 run, the client gets progress events; with ``stream_candidates`` every
@@ -15,13 +16,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import scoring, single
+from . import scoring, single, tool_use
 from .context import RunContext
 from .engine import TokenLogprob
 from .events import Answer, ChoiceDone, Event, Progress, Thinking
 from .fanout import FanOut
 from .ledger import Ledger
 from .plan import NoOptions, Plan
+from .tool_use import ToolUseOptions
 from .trace import CandidateTrace
 
 
@@ -80,9 +82,13 @@ class Pool:
     """
 
     def __init__(self, ctx: RunContext, plan: Plan, samples: int, *, share_prefix: bool,
-                 logprobs: int | None, reserve: int = 0) -> None:
+                 logprobs: int | None, reserve: int = 0, code: ToolUseOptions | None = None) -> None:
         self.ctx, self.logprobs, self.samples = ctx, logprobs, samples
-        self.plan = replace(plan, strategy="single", options=NoOptions())
+        # A candidate is a whole single run, or a whole tool_use run when it may run code.
+        if code is None:
+            self.plan, self.run = replace(plan, strategy="single", options=NoOptions()), single.run
+        else:
+            self.plan, self.run = replace(plan, strategy="tool_use", options=code), tool_use.run
         self.share = max(0, plan.budget_tokens - reserve) // samples if plan.budget_tokens else None
         self.fan = FanOut()
         self.candidates: dict[int, Candidate] = {}
@@ -118,7 +124,7 @@ class Pool:
         cctx = self.ctx.candidate(k, self.share, self.logprobs)
         self.candidates[k] = Candidate(k)
         self.ledgers[k] = cctx.ledger
-        self.fan.start(k, single.run(cctx, self.plan))
+        self.fan.start(k, self.run(cctx, self.plan))
 
     async def abort_running(self) -> None:
         for k in list(self.fan.running):

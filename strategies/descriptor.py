@@ -39,6 +39,9 @@ class OptionSource:
     plan_row: Callable[[Mapping[str, Any]], Plan] | None = None
     # The admission weight of a plan (any strategy's).
     weigh: Callable[[Plan], int] | None = None
+    # Another strategy's configs section by name (a strategy that runs another's
+    # phases inside its own: self_consistency's candidates running tool_use).
+    section: Callable[[str], Any] | None = None
 
     def get(self, key: str, default: Any = None) -> Any:
         for layer in (self.reasoning, self.preset):
@@ -77,8 +80,9 @@ class Strategy:
     # Honours an answer format (tool calls, response_format): its answer phases
     # take ``ctx.output``'s constraint and its selection uses the format's keys.
     formats: bool = False
-    # Always runs a thinking phase (its work is thinking): the plan turns thinking on.
-    thinks: bool = False
+    # Given the client's reasoning keys: whether the plan runs a thinking phase
+    # whatever else asks (its work is thinking: code and runs), so thinking is on.
+    thinks: Callable[[Mapping[str, Any]], bool] = lambda keys: False
     # Whether a plan runs model-written code (the server's sandbox must be up).
     needs_code: Callable[[Plan], bool] = lambda plan: False
 

@@ -6,20 +6,23 @@ DeepConf confidence with ``scorer: "confidence"``); the winner's thinking and
 answer are returned. With ``early_stop`` it samples in windows and stops,
 aborting the candidates still running, by ESC (Li et al. 2024), by
 Adaptive-Consistency (Aggarwal et al. 2023) or as soon as the leader cannot
-be overtaken (strategies/voting.py).
+be overtaken (strategies/voting.py). With ``reasoning.tools`` every candidate
+is a whole ``tool_use`` run (PAL / ReAct, Gao et al. 2022; Yao et al. 2022)
+and the programs' answers are voted on, as PAL does with majority voting.
 """
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
-from . import scoring
+from . import scoring, tool_use
 from .candidates import KEYS, Candidate, ParallelConfig, Pool, collect, logprobs_needed, replay
 from .context import RunContext
 from .descriptor import OptionSource, Strategy
 from .errors import PlanError
 from .events import ChoiceDone, Event
 from .plan import Plan
+from .tool_use import ToolUseOptions
 from .trace import CandidateTrace, Trace
 from .voting import Tally, should_stop
 
@@ -35,9 +38,13 @@ class SelfConsistencyOptions:
     stop_threshold: float
     share_prefix: bool
     stream_candidates: bool
+    # Each candidate may run code (reasoning.tools): a whole tool_use run.
+    code: ToolUseOptions | None = None
 
     def public(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        out["code"] = self.code.public() if self.code is not None else None
+        return out
 
 
 @dataclass(frozen=True)
@@ -70,13 +77,14 @@ def read(src: OptionSource) -> SelfConsistencyOptions:
         vote="weighted" if scorer == "confidence" else cfg.vote,
         early_stop=src.get("early_stop", cfg.early_stop), window=cfg.window, stop_rule=cfg.stop_rule,
         stop_threshold=cfg.stop_threshold, share_prefix=cfg.share_prefix,
-        stream_candidates=bool(src.get("stream_candidates", False)))
+        stream_candidates=bool(src.get("stream_candidates", False)), code=tool_use.read_hosted(src))
 
 
 async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     o: SelfConsistencyOptions = plan.options  # type: ignore[assignment]
     weighted = o.vote == "weighted"
-    pool = Pool(ctx, plan, o.samples, share_prefix=o.share_prefix, logprobs=logprobs_needed(ctx, weighted))
+    pool = Pool(ctx, plan, o.samples, share_prefix=o.share_prefix, logprobs=logprobs_needed(ctx, weighted),
+                code=o.code)
     window = o.window if o.early_stop and o.window > 0 else o.samples
     tally = Tally()
     stopped = False
@@ -137,5 +145,7 @@ def _pick_by_vote(pool: Pool, tally: Tally, weighted: bool) -> Candidate:
 
 
 STRATEGY = Strategy(
-    name="self_consistency", run=run, read=read, keys=KEYS, section="parallel", config=ParallelConfig,
-    weight=lambda plan: plan.options.samples, weight_param="reasoning.samples", formats=True)  # type: ignore[attr-defined]
+    name="self_consistency", run=run, read=read, keys={**KEYS, **tool_use.KEYS}, section="parallel",
+    config=ParallelConfig, weight=lambda plan: plan.options.samples,  # type: ignore[attr-defined]
+    weight_param="reasoning.samples", formats=True, thinks=lambda keys: keys.get("tools") is not None,
+    needs_code=lambda plan: plan.options.code is not None)  # type: ignore[attr-defined]

@@ -97,8 +97,29 @@ class ToolUseTrace(Trace):
         return (self.thinking,)
 
 
+# The reasoning keys of the code interpreter (for this strategy and for a host
+# strategy whose candidates run it); none has an "off" value.
+KEYS = {"tools": ANY, "tool_mode": ANY, "max_tool_calls": ANY}
+
+
 def read(src: OptionSource) -> ToolUseOptions:
-    cfg: ToolUseConfig = src.config
+    return _options(src, src.config)
+
+
+def read_hosted(src: OptionSource) -> ToolUseOptions | None:
+    """The code interpreter inside a host strategy's candidates (self_consistency,
+    each candidate a whole tool_use run), from the ``[tool_use]`` section: None
+    unless the client asked for ``reasoning.tools``."""
+    if src.get("tools") is None:
+        for key in ("tool_mode", "max_tool_calls"):
+            if src.given(key):
+                raise PlanError(f"reasoning.{key} needs reasoning.tools", f"reasoning.{key}")
+        return None
+    assert src.section is not None, "the planner gives every OptionSource its sections"
+    return _options(src, src.section(STRATEGY.section))
+
+
+def _options(src: OptionSource, cfg: ToolUseConfig) -> ToolUseOptions:
     tools = src.get("tools", ["python"])
     if list(tools) != ["python"]:
         raise PlanError("reasoning.tools supports [\"python\"] only", "reasoning.tools")
@@ -237,4 +258,4 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
 
 STRATEGY = Strategy(
     name="tool_use", run=run, read=read, section="tool_use", config=ToolUseConfig,
-    keys={"tools": ANY, "tool_mode": ANY, "max_tool_calls": ANY}, thinks=True, needs_code=lambda plan: True)
+    keys=KEYS, thinks=lambda keys: True, needs_code=lambda plan: True)

@@ -27,6 +27,7 @@ from loadtests.common import free_port, model_folder
 from server.sandbox import UID_BASE
 
 from .conftest import start_server, stop_server
+from .helpers import metric
 from .sse import post_stream
 
 Q = [{"role": "user", "content": "What is 17 * 23 + 4? Compute it."}]
@@ -85,6 +86,34 @@ def test_tool_use_streams_what_it_returns(live) -> None:
     answer = trace["answer"]["tokens"] if "answer" in trace else 0
     assert usage["completion_tokens"] == trace["thinking"]["tokens"] + answer
     assert usage["completion_tokens_details"]["reasoning_tokens"] == trace["thinking"]["tokens"]
+
+
+def test_code_interpreter_tool_and_self_consistency_whose_candidates_each_run_code(
+        client: openai.OpenAI, live) -> None:
+    """``{"type": "code_interpreter"}`` in the SDK's ``tools`` asks for the built-in
+    tool; with ``self_consistency`` every candidate is a whole tool_use run. The
+    fence token is favoured (``logit_bias``) so each candidate closes its code block
+    and its program runs: the interpreter's counter moves by one run per candidate."""
+    fence = str(_fence_token())
+    before = metric(live, "ponder_code_runs_total")
+    r = client.chat.completions.create(
+        model=live.model, messages=Q, max_tokens=160, temperature=0.8, seed=4, logit_bias={fence: 100},
+        tools=[{"type": "code_interpreter"}],  # type: ignore[list-item]  # ponder's built-in tool
+        extra_body={"reasoning": {"strategy": "self_consistency", "samples": 3, "tool_mode": "pal",
+                                  "max_thinking_tokens": 64}})
+    plan, trace = r.model_extra["reasoning_plan"], r.choices[0].model_extra["reasoning_trace"]
+    assert plan["strategy"] == "self_consistency" and plan["code"] == {"mode": "pal", "max_tool_calls": 3,
+                                                                       "tools": ["python"]}
+    assert trace["started"] == 3 and len(trace["candidates"]) == 3
+    assert metric(live, "ponder_code_runs_total") - before == 3
+    assert metric(live, 'ponder_code_runs_total{outcome="exit_0"}') >= 3  # an empty program runs and exits 0
+    reasoning = r.choices[0].message.model_extra["reasoning_content"]
+    assert reasoning.startswith("I will compute this with a Python program") and "Output:" in reasoning
+    assert r.usage.completion_tokens_details.reasoning_tokens > 0
+    assert not _sandbox_processes()
+    alone = client.chat.completions.create(model=live.model, messages=Q, max_tokens=160, temperature=0,
+                                           tools=[{"type": "code_interpreter"}])  # type: ignore[list-item]
+    assert alone.model_extra["reasoning_plan"]["strategy"] == "tool_use"
 
 
 HOSTILE = """import os, socket

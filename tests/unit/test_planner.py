@@ -419,6 +419,33 @@ def test_a_list_valued_key_of_another_strategy_is_a_400_not_a_crash(settings: Se
     """``reasoning.tools`` is a list: checking it against other strategies' "off" values
     must not hash it (the fuzz test found a 500 there)."""
     with pytest.raises(APIError) as info:
-        plan_request(req(reasoning={"strategy": "self_consistency", "tools": ["python"]}), settings)
+        plan_request(req(reasoning={"strategy": "best_of_n", "tools": ["python"]}), settings)
     assert (info.value.status, info.value.param) == (400, "reasoning.tools")
-    assert "tool_use" in info.value.message
+    assert "tool_use" in info.value.message and "self_consistency" in info.value.message
+
+
+def test_code_interpreter_tool_plans_tool_use_or_self_consistency_with_code(settings: Settings) -> None:
+    ci = [{"type": "code_interpreter"}]
+    plan = plan_request(req(tools=ci), settings)
+    assert plan.strategy == "tool_use" and plan.thinking and plan.options.mode == settings.section("tool_use").mode
+    sc = plan_request(req(tools=ci, reasoning={"strategy": "self_consistency", "samples": 3, "tool_mode": "pal"}),
+                      settings)
+    assert sc.strategy == "self_consistency" and sc.thinking and sc.options.code.mode == "pal"
+    assert registry.get("self_consistency").needs_code(sc) and registry.weight(sc) == 3
+    same = plan_request(req(reasoning={"strategy": "self_consistency", "samples": 3, "tools": ["python"],
+                                       "tool_mode": "pal"}), settings)
+    assert same.options == sc.options
+    plain = plan_request(req(reasoning={"strategy": "self_consistency", "samples": 3}), settings)
+    assert plain.options.code is None and not registry.get("self_consistency").needs_code(plain)
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"tools": [{"type": "code_interpreter"}], "reasoning": {"strategy": "single"}}, "tools"),
+    ({"tools": [{"type": "code_interpreter"}], "reasoning": {"strategy": "auto"}}, "tools"),
+    ({"reasoning": {"strategy": "self_consistency", "tool_mode": "pal"}}, "reasoning.tool_mode"),
+    ({"reasoning": {"strategy": "self_consistency", "max_tool_calls": 2}}, "reasoning.max_tool_calls"),
+])
+def test_code_interpreter_where_it_cannot_run_is_a_400(settings: Settings, fields: dict, param: str) -> None:
+    with pytest.raises(APIError) as info:
+        plan_request(req(**fields), settings)
+    assert (info.value.status, info.value.param) == (400, param)

@@ -133,3 +133,44 @@ def test_the_trace_is_typed_and_counts_thinking_phases() -> None:
                      ThinkingTrace(5, None, False, False, 0, False, 1), AnswerTrace(2, "stop"))
     assert t.thinking_phases() == (t.thinking,)
     assert dataclasses.is_dataclass(t) and isinstance(ChoiceDone(0, "stop", t).trace, ToolUseTrace)
+
+
+class Interpreter:
+    """"Runs" ``print(N)`` programs: the output is N (candidates run in any order)."""
+
+    def __init__(self) -> None:
+        self.codes: list[str] = []
+
+    async def run(self, code: str, *, timeout: float | None = None) -> CodeResult:  # noqa: ASYNC109
+        self.codes.append(code)
+        return CodeResult(0, code.strip()[len("print("):-1] + "\n", "", None, 0.01)
+
+
+@pytest.mark.asyncio
+async def test_self_consistency_candidates_each_run_code_and_the_programs_answers_are_voted() -> None:
+    """PAL with a majority vote (Gao et al. 2022, section 5): every candidate is a
+    whole tool_use run; the vote is on the answers the programs grounded."""
+    from strategies.tool_use import ToolUseOptions
+    from tests.scripted_engine import CharTokenizer
+    programs = {0: "print(42)", 1: "print(41)", 2: "print(42)"}
+    tok = CharTokenizer()
+
+    def script(prompt: tuple[int, ...], sampling) -> str:
+        k = sampling.seed % 1_000_003  # RunContext.candidate: seed * STRIDE + k
+        if prompt[-len(LEAD):] == LEAD:
+            return programs[k] + "\n```"
+        assert prompt[-len(SUFFIX):] == SUFFIX, "PAL: the code, then the answer"
+        return tok.decode(prompt).rsplit("Output: ", 1)[1].split("\n")[0] + EOS
+
+    engine = ScriptedEngine(script=script)
+    runner = Interpreter()
+    code = ToolUseOptions("pal", 1, "```python\n", "```python", "```", "\nOutput: {output}\n", 200)
+    plan = make_plan("self_consistency", samples=3, code=code, thinking=True, max_tokens=200)
+    _, events, usage = await run_to_end(engine, plan, 1, contexts(engine, P, 200, seed=5, code=runner))
+    assert sorted(runner.codes) == sorted(p + "\n" for p in programs.values())
+    assert sorted(c.request_id.rsplit("-", 1)[1] for c in engine.calls) == ["answer"] * 3 + ["code0"] * 3
+    trace = trace_of(events)
+    assert trace["votes"] == {"42": 2, "41": 1} and trace["answer"] == "42"
+    assert text_of(events, Answer) == "42" and "Output: 42" in text_of(events, Thinking)
+    assert plan.options.public()["code"] == {"mode": "pal", "max_tool_calls": 1, "tools": ["python"]}
+    assert usage.completion_tokens == sum(len(c.output_ids) for c in engine.calls)
