@@ -28,11 +28,17 @@ from .wire import ChatCompletionRequest
 class ToolParser(Protocol):
     """The model's tool-call syntax (implemented on vLLM's parsers by the engine)."""
 
+    name: str
     # Text that starts a call (``<tool_call>``), None when the syntax has no marker.
     start_marker: str | None
 
     def parse(self, text: str, tools: list[dict[str, Any]]) -> tuple[str | None, list[tuple[str, str]]]:
         """The content before the calls and every ``(name, arguments JSON)``; no calls when none parse."""
+        ...
+
+    def structural_tag(self, tools: list[dict[str, Any]], parallel: bool) -> str | None:
+        """The constraint for ``tool_choice: "auto"`` that holds ``strict`` functions'
+        arguments to their schemas once a call opens (None: nothing to constrain)."""
         ...
 
 
@@ -344,7 +350,14 @@ def output_format(req: ChatCompletionRequest, parser: ToolParser | None) -> Outp
         if parser is None:
             raise bad_request("this server's model has no tool parser ([model] tool_parser)", "tools")
         marker = parser.start_marker
-        return ToolFormat("auto", tools, parallel, parser, thinking_stop=(marker,) if marker else ())
+        strict = any(t["function"].get("strict") for t in tools)
+        tag = parser.structural_tag(tools, parallel) if strict else None
+        if strict and tag is None:
+            raise bad_request(f"strict functions with tool_choice \"auto\" need a tool parser with a structural "
+                              f"format; this server's ({parser.name}) has none: use tool_choice \"required\"",
+                              "tools")
+        return ToolFormat("auto", tools, parallel, parser, thinking_stop=(marker,) if marker else (),
+                          structured=Structured(structural_tag=tag) if tag else None)
     if choice == "required":
         return ToolFormat("required", tools, parallel, parser,
                           structured=Structured.schema(_required_schema(tools, parallel)))

@@ -83,7 +83,8 @@ class FunctionDef(_Strict):
     description: str | None = None
     # A JSON schema (checked when the request is prepared: a 400 names a bad one).
     parameters: dict[str, Any] | None = None
-    # OpenAI's strict mode: ponder always constrains a forced call to the schema.
+    # OpenAI's strict mode: a forced call (required, named) is always held to the
+    # schema; with tool_choice auto, a strict function's arguments are (structural tag).
     strict: bool | None = None
 
 
@@ -134,7 +135,7 @@ class StructuredOutputs(_Strict):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
     include_usage: bool = False
 
 

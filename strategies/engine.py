@@ -16,13 +16,15 @@ class Structured:
     """An engine-neutral structured-output constraint (one kind set), for
     answer phases only (strategies/output.py): ``json`` a JSON schema
     (serialised, so Sampling stays hashable), ``json_object`` any JSON object,
-    ``regex`` / ``choice`` / ``grammar`` vLLM's other kinds."""
+    ``regex`` / ``choice`` / ``grammar`` / ``structural_tag`` vLLM's other kinds."""
 
     json: str | None = None
     json_object: bool = False
     regex: str | None = None
     choice: tuple[str, ...] | None = None
     grammar: str | None = None
+    # vLLM's structural tag (JSON): free text with constrained spans (tool calls).
+    structural_tag: str | None = None
 
     @classmethod
     def schema(cls, schema: dict) -> Structured:

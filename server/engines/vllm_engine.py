@@ -9,6 +9,7 @@ abort explicitly as well so no path can leak engine work).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -20,6 +21,8 @@ from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionReque
 from vllm.inputs import TokensPrompt
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.tool_parsers import ToolParserManager
+from vllm.tool_parsers.structural_tag_registry import limit_to_single_tool_call
+from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -227,6 +230,22 @@ class VLLMToolParser:
         self.name, self.tokenizer = name, tokenizer
         marker = getattr(self.cls, "tool_call_start_token", None)
         self.start_marker: str | None = marker if isinstance(marker, str) and marker else None
+
+    def structural_tag(self, tools: list[dict[str, Any]], parallel: bool) -> str | None:
+        """What vLLM's own server constrains ``tool_choice: "auto"`` with: free text,
+        and once the model opens a call, the call's envelope with the arguments of
+        each ``strict: true`` function held to its schema (xgrammar's structural
+        tags for this parser's syntax). None when no function is strict (then vLLM
+        constrains nothing either) or the parser has no structural format."""
+        request = ChatCompletionRequest(model="ponder", messages=[{"role": "user", "content": ""}], tools=tools,
+                                        tool_choice="auto", parallel_tool_calls=parallel)
+        tag = self.cls(self.tokenizer, request.tools).get_structural_tag(
+            request, reasoning=False, strict_level=ToolStrictLevel.AUTO)
+        if tag is None:
+            return None
+        if not parallel:
+            limit_to_single_tool_call(tag)
+        return json.dumps(tag.model_dump())
 
     def parse(self, text: str, tools: list[dict[str, Any]]) -> tuple[str | None, list[tuple[str, str]]]:
         request = ChatCompletionRequest(model="ponder", messages=[{"role": "user", "content": ""}], tools=tools)

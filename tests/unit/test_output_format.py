@@ -201,3 +201,19 @@ def test_earlier_reasoning_is_written_back_only_when_kept() -> None:
     msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "4", "reasoning": "2+2"}]
     kept = with_reasoning([dict(m) for m in msgs], "<think>", "</think>")
     assert kept[1]["content"] == "<think>\n2+2\n</think>\n\n4" and "reasoning" not in kept[1]
+
+
+def test_auto_with_a_strict_function_is_held_to_its_schema_once_a_call_opens() -> None:
+    """vLLM's structural tag for hermes: free text, then at ``<tool_call>`` the envelope
+    and the strict function's arguments (the non-strict one's stay free)."""
+    strict = {"type": "function", "function": {**WEATHER["function"], "strict": True}}
+    fmt = output_format(_req(tools=[strict, TIME]), PARSER)
+    assert isinstance(fmt, ToolFormat) and fmt.mode == "auto"
+    tag = json.loads(fmt.structured.structural_tag)["format"]
+    assert tag["type"] == "triggered_tags" and tag["triggers"] == ["<tool_call>"]
+    schemas = {t["begin"]: t["content"]["json_schema"] for t in tag["tags"]}
+    assert schemas['<tool_call>\n{"name": "get_weather", "arguments": '] == WEATHER["function"]["parameters"]
+    assert schemas['<tool_call>\n{"name": "get_time", "arguments": '] is True  # not strict: any JSON
+    assert output_format(_req(tools=[WEATHER, TIME]), PARSER).structured is None  # nothing strict: free
+    one = output_format(_req(tools=[strict], parallel_tool_calls=False), PARSER)
+    assert one.structured.structural_tag != fmt.structured.structural_tag
