@@ -198,7 +198,9 @@ class ChatCompletionRequest(BaseModel):
     # phase of a plan gets each is the rule in strategies.context (README, "The API").
     top_k: Annotated[int, Field(ge=-1, le=2**31 - 1), _INTEGRAL] | None = None  # 0 or -1: off
     min_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] | None = None
+    # At least 0.01 (a repeated token's logit x 100): a vanishing penalty overflows the
+    # logits to inf, and the NaNs that follow make a grammar reject the sampled token.
+    repetition_penalty: Annotated[float, Field(ge=0.01, le=2.0)] | None = None
     # At most max_tokens (a 400 naming min_tokens otherwise, from the planner).
     min_tokens: Annotated[int, Field(ge=0, le=1_000_000), _INTEGRAL] = 0
     stop_token_ids: Annotated[list[_TokenId], Field(max_length=MAX_TOKEN_IDS)] | None = None

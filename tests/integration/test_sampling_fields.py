@@ -182,6 +182,7 @@ BAD = [
     ({"extra_body": {"top_k": -2}}, "top_k"),
     ({"extra_body": {"min_p": 1.5}}, "min_p"),
     ({"extra_body": {"repetition_penalty": 0}}, "repetition_penalty"),
+    ({"extra_body": {"repetition_penalty": 5e-324}}, "repetition_penalty"),
     ({"extra_body": {"min_tokens": 9}}, "min_tokens"),  # above max_tokens
     ({"extra_body": {"stop_token_ids": [-1]}}, "stop_token_ids"),
     ({"extra_body": {"stop_token_ids": [999999999]}}, "stop_token_ids"),  # outside the vocabulary
