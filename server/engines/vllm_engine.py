@@ -66,6 +66,8 @@ def _structured(c: Structured | None) -> StructuredOutputsParams | None:
         return StructuredOutputsParams(regex=c.regex)
     if c.choice is not None:
         return StructuredOutputsParams(choice=list(c.choice))
+    if c.structural_tag is not None:
+        return StructuredOutputsParams(structural_tag=c.structural_tag)
     return StructuredOutputsParams(grammar=c.grammar)
 
 
@@ -174,9 +176,9 @@ class VLLMEngine:
         """The check vLLM's input processor makes when the request is added (the
         configured backend, "auto" falling back from xgrammar to guidance), made
         before the first byte instead of failing the request inside a stream."""
-        params = SamplingParams(structured_outputs=_structured(structured))
         cfg = self.llm.vllm_config
         try:
+            params = SamplingParams(structured_outputs=_structured(structured))
             params._validate_structured_outputs(cfg.model_config, cfg.structured_outputs_config, self.tokenizer)
         except Exception as exc:  # vLLM's validation errors, and what a grammar compiler raises
             raise ValueError(str(exc)) from None

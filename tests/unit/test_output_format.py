@@ -217,3 +217,13 @@ def test_auto_with_a_strict_function_is_held_to_its_schema_once_a_call_opens() -
     assert output_format(_req(tools=[WEATHER, TIME]), PARSER).structured is None  # nothing strict: free
     one = output_format(_req(tools=[strict], parallel_tool_calls=False), PARSER)
     assert one.structured.structural_tag != fmt.structured.structural_tag
+
+
+@pytest.mark.parametrize("kind,value", [("json", '{"type": "object"}'), ("json_object", True), ("regex", "a+"),
+                                        ("choice", ("a", "b")), ("grammar", 'root ::= "a"'),
+                                        ("structural_tag", '{"type": "structural_tag"}')])
+def test_every_constraint_kind_reaches_vllm(kind: str, value) -> None:
+    from server.engines.vllm_engine import _structured
+    from strategies.engine import Structured
+    params = _structured(Structured(**{kind: value}))
+    assert getattr(params, kind) == (list(value) if kind == "choice" else value)
