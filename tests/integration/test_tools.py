@@ -225,3 +225,29 @@ def test_what_the_engine_cannot_constrain_or_ponder_does_not_know_is_a_400(live,
                    json={"model": live.model, "messages": ASK, "max_tokens": 8, **extra})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param, r.json()
+
+
+def test_auto_with_a_strict_function_holds_its_arguments_to_the_schema(client: openai.OpenAI, live) -> None:
+    """``strict: true`` with ``tool_choice: "auto"``: once the model opens a call, its
+    arguments follow the schema (vLLM's structural tag). The default model never calls
+    on its own, so ``logit_bias`` pushes it to write ``<tool_call>``; the schema allows
+    one city no model would pick; one call per answer, so the call closes. Control: the
+    same request without ``strict``."""
+    zz = {"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Zzyzx"]}},
+                       "required": ["city"], "additionalProperties": False}}}
+    from transformers import AutoTokenizer
+
+    from loadtests.common import model_folder
+    marker = AutoTokenizer.from_pretrained(model_folder()).encode("<tool_call>", add_special_tokens=False)
+    bias = {str(i): 8 for i in marker}
+    got = {}
+    for strict in (True, False):
+        tool = {**zz, "function": {**zz["function"], "strict": strict}}
+        r = client.chat.completions.create(model=live.model, messages=ASK, tools=[tool], max_tokens=100, n=4,
+                                           temperature=0.8, seed=1, logit_bias=bias, parallel_tool_calls=False)
+        got[strict] = [[json.loads(c.function.arguments) for c in ch.message.tool_calls or ()] for ch in r.choices]
+    assert sum(1 for calls in got[True] if calls) >= 2, got
+    assert all(args == {"city": "Zzyzx"} for calls in got[True] for args in calls), got
+    assert not any(args == {"city": "Zzyzx"} for calls in got[False] for args in calls), got
