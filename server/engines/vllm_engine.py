@@ -46,6 +46,13 @@ def engine_args(engine: EngineSection, model: str, served_model_name: str) -> As
         # The CPU build sizes its KV cache from this variable (GiB); the
         # CUDA build ignores it and uses gpu_memory_utilization.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(engine.kv_cache_space_gib))
+    from vllm.platforms import current_platform
+    if current_platform.is_cpu():
+        # vLLM's AOT compile cache cannot be loaded back on the CPU build (its compiled
+        # function has no finalize_loading: "Compiling model again due to a load
+        # failure" on every start, ~40 s here); torch.compile's own cache works, and
+        # the engine starts in 44 s instead of 83. An operator's setting wins.
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
     kwargs: dict[str, Any] = engine.model_dump(exclude={"kv_cache_space_gib", "extra", "max_num_batched_tokens"})
     if engine.max_num_batched_tokens is not None:
         kwargs["max_num_batched_tokens"] = engine.max_num_batched_tokens
