@@ -36,9 +36,10 @@ class ToolParser(Protocol):
         """The content before the calls and every ``(name, arguments JSON)``; no calls when none parse."""
         ...
 
-    def structural_tag(self, tools: list[dict[str, Any]], parallel: bool) -> str | None:
+    def structural_tag(self, tools: list[dict[str, Any]], parallel: bool, required: bool = False) -> str | None:
         """The constraint for ``tool_choice: "auto"`` that holds ``strict`` functions'
-        arguments to their schemas once a call opens (None: nothing to constrain)."""
+        arguments to their schemas once a call opens (None: nothing to constrain);
+        ``required``: calls only, from the first token."""
         ...
 
 
@@ -171,6 +172,7 @@ class JsonFormat:
     structured: Structured
     schema: dict[str, Any] | None
     thinking_stop: tuple[str, ...] = ()
+    call_constraint: Structured | None = None
     tools: bool = False
 
     def key(self, answer: str) -> str | None:
@@ -197,6 +199,7 @@ class GrammarFormat:
 
     structured: Structured
     thinking_stop: tuple[str, ...] = ()
+    call_constraint: Structured | None = None
     tools: bool = False
 
     def key(self, answer: str) -> str | None:
@@ -222,6 +225,7 @@ class ToolFormat:
     name: str | None = None
     structured: Structured | None = None
     thinking_stop: tuple[str, ...] = ()
+    call_constraint: Structured | None = None
     tools: bool = True
 
     def calls(self, answer: str) -> list[tuple[str, str]]:
@@ -352,12 +356,14 @@ def output_format(req: ChatCompletionRequest, parser: ToolParser | None) -> Outp
         marker = parser.start_marker
         strict = any(t["function"].get("strict") for t in tools)
         tag = parser.structural_tag(tools, parallel) if strict else None
+        held = parser.structural_tag(tools, parallel, required=True) if tag else None
         if strict and tag is None:
             raise bad_request(f"strict functions with tool_choice \"auto\" need a tool parser with a structural "
                               f"format; this server's ({parser.name}) has none: use tool_choice \"required\"",
                               "tools")
         return ToolFormat("auto", tools, parallel, parser, thinking_stop=(marker,) if marker else (),
-                          structured=Structured(structural_tag=tag) if tag else None)
+                          structured=Structured(structural_tag=tag) if tag else None,
+                          call_constraint=Structured(structural_tag=held) if held else None)
     if choice == "required":
         return ToolFormat("required", tools, parallel, parser,
                           structured=Structured.schema(_required_schema(tools, parallel)))

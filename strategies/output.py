@@ -10,6 +10,10 @@ to honour that without knowing which API asked for it:
 - ``thinking_stop``: text that, written while thinking, ends the thinking
   phase at once (the start of a tool call), so a call is never returned as
   thinking and a thinking cap never cuts one in half;
+- ``call_constraint``: when answers are held to a constraint that starts at
+  that text (strict functions with ``tool_choice: "auto"``), the constraint
+  for an answer after a call was opened in the thinking: calls only, the
+  start marker written by the model again under the constraint;
 - ``key``: the canonical form two answers are compared by (tool calls as
   name plus canonical JSON arguments, JSON as canonical JSON), for voting;
 - ``valid``: whether an answer is well formed (a selection prefers those);
@@ -41,6 +45,7 @@ class Shaper(Protocol):
 class OutputFormat(Protocol):
     structured: Structured | None
     thinking_stop: tuple[str, ...]
+    call_constraint: Structured | None
     # Whether a ``tool_calls`` finish is possible (the strategy must pass the
     # answer text through untouched for the shaper to parse it).
     tools: bool
@@ -66,6 +71,7 @@ class PlainText:
 
     structured: Structured | None = None
     thinking_stop: tuple[str, ...] = ()
+    call_constraint: Structured | None = None
     tools = False
 
     def key(self, answer: str) -> str | None:

@@ -31,6 +31,7 @@ class SingleTrace(Trace):
 async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     thinking: ThinkingTrace | None = None
     prompt = ctx.prompt_ids
+    held: dict[str, object] = {}
     if plan.thinking:
         think = Think(ctx, plan)
         async with think as events:
@@ -39,11 +40,13 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
         prompt, thinking = think.result.ids, think.result.trace
         if think.result.answer_prefix:  # a tool call begun while thinking continues here
             yield Answer(ctx.choice, think.result.answer_prefix)
+        if think.result.call_opened:  # ... or is written again, held to the calls' constraint
+            held = {"structured": ctx.output.call_constraint}
     room = ctx.room(len(prompt), plan.max_tokens - ctx.ledger.generated)
     if room <= 0:
         yield ChoiceDone(ctx.choice, "length", SingleTrace(plan.strategy, thinking))
         return
-    answer = Generation(ctx, prompt, ctx.phase_sampling(max_tokens=room), "answer", False)
+    answer = Generation(ctx, prompt, ctx.phase_sampling(max_tokens=room, **held), "answer", False)
     async with answer as events:  # closing us aborts the engine request now
         async for event in events:
             yield event

@@ -36,11 +36,14 @@ class Thought:
 
     ``answer_prefix`` is text the answer starts with: the start of a tool call
     the model wrote while thinking, moved behind the closed thinking block
-    (its ids are already in ``ids``)."""
+    (its ids are already in ``ids``). When the format holds calls to a
+    constraint that starts at that text (``call_constraint``), nothing is moved:
+    ``call_opened`` says the answer is to be calls, written under it."""
 
     ids: tuple[int, ...]
     trace: ThinkingTrace
     answer_prefix: str = ""
+    call_opened: bool = False
 
 
 def strip_end(ctx: RunContext, gen: Generated) -> tuple[int, ...]:
@@ -131,12 +134,13 @@ class Think(Phase[Thought]):
                 ids += wrapup
                 yield Thinking(ctx.choice, forcing.wrapup)
             ids += ctx.think_suffix_ids
-        if marker:
+        held = bool(marker) and ctx.output.call_constraint is not None
+        if marker and not held:
             ids += tuple(tok.encode(marker))
         self._finish(Thought(ids, ThinkingTrace(
             tokens=self.tokens, finish_reason=finish_reason, cut_by_budget=cut, closed_by_model=closed,
             forced_continuations=self.continuations, nudged=self.nudged, engine_requests=self.requests,
-            tool_call=True if marker else None), marker))
+            tool_call=True if marker else None), "" if held else marker, held))
 
 
 def _sampling(ctx: RunContext, max_tokens: int):

@@ -240,14 +240,16 @@ class VLLMToolParser:
         marker = getattr(self.cls, "tool_call_start_token", None)
         self.start_marker: str | None = marker if isinstance(marker, str) and marker else None
 
-    def structural_tag(self, tools: list[dict[str, Any]], parallel: bool) -> str | None:
+    def structural_tag(self, tools: list[dict[str, Any]], parallel: bool, required: bool = False) -> str | None:
         """What vLLM's own server constrains ``tool_choice: "auto"`` with: free text,
         and once the model opens a call, the call's envelope with the arguments of
         each ``strict: true`` function held to its schema (xgrammar's structural
         tags for this parser's syntax). None when no function is strict (then vLLM
-        constrains nothing either) or the parser has no structural format."""
+        constrains nothing either) or the parser has no structural format.
+        ``required``: the same calls, but only calls, from the first token."""
         request = ChatCompletionRequest(model="ponder", messages=[{"role": "user", "content": ""}], tools=tools,
-                                        tool_choice="auto", parallel_tool_calls=parallel)
+                                        tool_choice="required" if required else "auto",
+                                        parallel_tool_calls=parallel)
         tag = self.cls(self.tokenizer, request.tools).get_structural_tag(
             request, reasoning=False, strict_level=ToolStrictLevel.AUTO)
         if tag is None:

@@ -58,6 +58,27 @@ async def test_a_call_begun_while_thinking_is_moved_behind_the_closed_thinking()
 
 
 @pytest.mark.asyncio
+async def test_a_call_begun_while_thinking_is_written_again_under_a_strict_constraint() -> None:
+    """A strict function with auto: the constraint starts at ``<tool_call>``, so a call
+    opened in the thinking is not continued as free text (that would skip the hold):
+    the answer is written from the closed thinking under the calls-only constraint."""
+    strict = {"type": "function", "function": {**WEATHER["function"], "strict": True}}
+    fmt = _fmt(tools=[strict])
+    assert fmt.structured.structural_tag and fmt.call_constraint.structural_tag != fmt.structured.structural_tag
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>' + EOS
+    engine = ScriptedEngine(script=["I need the weather. <tool_call>{\"name\": \"get_w", call])
+    plan = make_plan("single", thinking=True, max_thinking_tokens=200)
+    _, events, _ = await run_to_end(engine, plan, 1, _with_output(contexts(engine, P, 400), fmt))
+    think, answer = engine.calls
+    assert think.sampling.structured is None
+    assert answer.prompt_ids == P + PREFIX + encode("I need the weather. ") + SUFFIX
+    assert answer.sampling.structured == fmt.call_constraint
+    assert _calls(events) == [("get_weather", {"city": "Oslo"})]
+    done = [e for e in events if isinstance(e, ChoiceDone)]
+    assert done[0].finish_reason == "tool_calls" and done[0].trace.thinking.tool_call is True
+
+
+@pytest.mark.asyncio
 async def test_the_constraint_reaches_the_answer_and_not_the_thinking() -> None:
     fmt = _fmt(tool_choice={"type": "function", "function": {"name": "get_weather"}})
     engine = ScriptedEngine(script=["hmm" + EOS, '{"city": "Rome"}' + EOS])
