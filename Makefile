@@ -1,7 +1,8 @@
 # ponder — the README's two commands live here: `make serve` and `make test`.
 #
 #   make serve   install (once), prepare the default model (once), serve on 127.0.0.1:8000
-#   make test    install (once) and run the whole test suite on the real engine
+#   make test    install (once) and run the test suite on the real engine (not the slow suites)
+#   make test-slow  the slow suites: servers of their own, storms (make test-all: both)
 #   make bench   benchmarks (loadtests/), results into loadtests/RESULTS.md
 #   make soak    the long storm: rounds of mixed requests, disconnects and 429s, with figures
 #   make lint    ruff
@@ -23,7 +24,7 @@ TORCH_INDEX ?=
 PIP_INDEX := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 STAMP  := $(VENV)/.stamp-install-$(VARIANT)
 
-.PHONY: install serve test unit integration bench soak lint clean model
+.PHONY: install serve test test-slow test-all unit integration bench soak lint clean model
 
 install: $(STAMP)
 
@@ -50,6 +51,14 @@ serve: install model
 	$(BIN)/ponder serve $(ARGS)
 
 test: install model
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The suites that start servers of their own (engine death, drain and 429s, the
+# hostile tool path) or run minutes of load (the storm): about 8 more minutes.
+test-slow: install model
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: install model
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: install

@@ -14,7 +14,8 @@ from server.lifecycle import ENGINE_DIED
 
 from .conftest import start_server, stop_server
 
-pytestmark = pytest.mark.integration
+# A server of its own (or minutes of load): `make test-slow`, not `make test`.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
 

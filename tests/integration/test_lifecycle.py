@@ -23,7 +23,8 @@ from .conftest import ROOT, Live, start_server, stop_server
 from .helpers import metric, reaches
 from .sse import post_stream
 
-pytestmark = pytest.mark.integration
+# A server of its own (or minutes of load): `make test-slow`, not `make test`.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ORIGIN = "https://app.example"
 LIMIT, DRAIN, SLOTS = 8, 3.0, 4

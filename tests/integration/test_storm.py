@@ -10,7 +10,8 @@ import pytest
 
 from loadtests.storm import storm, until_idle
 
-pytestmark = pytest.mark.integration
+# A server of its own (or minutes of load): `make test-slow`, not `make test`.
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Growth allowed over the warmed-up baseline: allocator arenas, metric label
 # series and caches settle after the warm-up; a leak of per-request state
