@@ -245,7 +245,7 @@ def _plan(req: ChatCompletionRequest, settings: Settings, window: Window | None)
     keys = _strategy_keys(r)
     if req.code_interpreter:  # the built-in tool: reasoning.tools ["python"], tool_use unless a strategy is named
         keys.setdefault("tools", ["python"])
-        name = r.strategy if r is not None and r.strategy else "tool_use"
+        name = r.strategy if r is not None and r.strategy else registry.code_tool()
         if "tools" not in registry.get(name).keys:
             raise bad_request(f"the code_interpreter tool needs one of the strategies "
                               f"{', '.join(registry.owners('tools'))}, not {name!r}", "tools")

@@ -85,6 +85,8 @@ class Strategy:
     thinks: Callable[[Mapping[str, Any]], bool] = lambda keys: False
     # Whether a plan runs model-written code (the server's sandbox must be up).
     needs_code: Callable[[Plan], bool] = lambda plan: False
+    # The strategy a request gets when it offers the code_interpreter tool and names none.
+    code_tool: bool = False
 
     def options(self, src: OptionSource) -> Options:
         if self.run is None:

@@ -45,6 +45,11 @@ def with_formats() -> tuple[str, ...]:
     return tuple(s.name for s in STRATEGIES if s.formats and s.run is not None)
 
 
+def code_tool() -> str:
+    """The strategy for the code_interpreter tool when the request names none."""
+    return next(s.name for s in STRATEGIES if s.code_tool)
+
+
 def owners(key: str) -> tuple[str, ...]:
     """The strategies that read the ``reasoning`` key ``key``."""
     return tuple(s.name for s in STRATEGIES if key in s.keys)

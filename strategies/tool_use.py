@@ -258,4 +258,4 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
 
 STRATEGY = Strategy(
     name="tool_use", run=run, read=read, section="tool_use", config=ToolUseConfig,
-    keys=KEYS, thinks=lambda keys: True, needs_code=lambda plan: True)
+    keys=KEYS, thinks=lambda keys: True, needs_code=lambda plan: True, code_tool=True)
