@@ -54,8 +54,8 @@ serve: install model
 test: install model
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# The suites that start servers of their own (engine death, drain and 429s, the
-# hostile tool path) or run minutes of load (the storm): about 8 more minutes.
+# The suites that start servers of their own (engine death, drain and 429s) or run
+# minutes of load (the storm): about 5 more minutes.
 test-slow: install model
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
