@@ -286,14 +286,13 @@ def _check_schema(schema: Any, param: str) -> dict[str, Any]:
 
 
 _KINDS = ("json", "json_object", "regex", "choice", "grammar")
-_ATTR = {"json": "json_"}
 
 
 def _structured_outputs(req: ChatCompletionRequest, calls_wanted: bool) -> OutputFormat:
     """vLLM's ``structured_outputs`` field: exactly one constraint, for the answer."""
-    so = req.structured_outputs
-    assert so is not None
-    kinds = [k for k in _KINDS if getattr(so, _ATTR.get(k, k)) not in (None, False)]
+    assert req.structured_outputs is not None
+    given = req.structured_outputs.model_dump(by_alias=True, exclude_none=True)
+    kinds = [k for k in _KINDS if given.get(k) not in (None, False)]
     if len(kinds) != 1:
         raise bad_request(f"structured_outputs needs exactly one of {', '.join(_KINDS)}", "structured_outputs")
     if req.response_format is not None and req.response_format.type != "text":
@@ -302,11 +301,10 @@ def _structured_outputs(req: ChatCompletionRequest, calls_wanted: bool) -> Outpu
     if calls_wanted:
         raise bad_request("structured_outputs and tool calls cannot be combined; set tool_choice to \"none\"",
                           "structured_outputs")
-    kind = kinds[0]
+    kind, raw = kinds[0], given[kinds[0]]
     if kind == "json_object":
         return JsonFormat(Structured(json_object=True), None)
     if kind == "json":
-        raw = so.json_
         if isinstance(raw, str):
             try:
                 raw = json.loads(raw)
@@ -314,9 +312,7 @@ def _structured_outputs(req: ChatCompletionRequest, calls_wanted: bool) -> Outpu
                 raise bad_request("structured_outputs.json is not valid JSON", "structured_outputs.json") from None
         schema = _check_schema(raw, "structured_outputs.json")
         return JsonFormat(Structured.schema(schema), schema)
-    if kind == "choice":
-        return GrammarFormat(Structured(choice=tuple(so.choice or ())))
-    return GrammarFormat(Structured(**{kind: getattr(so, kind)}))
+    return GrammarFormat(Structured(**{kind: tuple(raw) if kind == "choice" else raw}))
 
 
 def output_format(req: ChatCompletionRequest, parser: ToolParser | None) -> OutputFormat:
