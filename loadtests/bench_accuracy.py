@@ -1,0 +1,289 @@
+"""Does compute buy accuracy? Accuracy against tokens and wall time, per task family,
+for any ponder (issue 13).
+
+    .venv/bin/python -m loadtests.bench_accuracy --base-url http://127.0.0.1:8000 \\
+        --model Qwen2.5-Coder-1.5B-Instruct [--families word,arith,count,json]
+        [--problems 40] [--seed 2026] [--configs greedy,sample,...] [--out loadtests/out]
+
+Without ``--base-url`` it starts ``ponder serve --model qwen2.5-coder-1.5b`` itself.
+Problems come from loadtests/accuracy_tasks.py (seeded families, strict grading).
+Every configuration is a plain OpenAI chat request through the ``openai`` SDK with
+ponder's ``reasoning`` object in ``extra_body``; tokens are the server's exact
+``usage.completion_tokens`` (every sample, probe and program turn a strategy spent).
+
+Configurations (``CONFIGS``): greedy and sampled direct answers (temperature is
+compared, not fixed), s1 budget forcing (thinking efforts), self-consistency at
+two temperatures, DeepConf-weighted votes, PAL and ReAct (the code tool), and a
+vote over PAL runs. ``samples8`` asks for ``n=8`` direct samples once per problem
+and draws majority-of-k curves offline (k = 1..8, votes over the strict answers),
+the cheap way to see how voting scales; the server's own ``self_consistency`` runs
+are measured separately.
+
+Output: per family a table (accuracy with a 95 % Wilson interval, mean tokens,
+tokens relative to greedy, mean latency, wall time), a compute-matched table (the
+most accurate configuration at no more than 1x, 2x, 4x and 8x greedy's tokens:
+Snell et al. 2024's compute-optimal choice), and ``accuracy_<family>.png`` with
+accuracy against mean tokens and against wall time per problem.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from loadtests.accuracy_tasks import FAMILIES, JSON_SCHEMA, Task, json_answer, numeric_answer, prompt, tasks
+from loadtests.bench_parallel import wilson
+from loadtests.common import exit_on_sigterm, ponder_server
+
+MAX_TOKENS = 1024
+BUDGETS = (1, 2, 4, 8)
+
+
+@dataclass(frozen=True)
+class Config:
+    label: str
+    reasoning: dict[str, Any]
+    temperature: float = 0.0
+    n: int = 1  # > 1: n direct samples in one request, voted offline (majority-of-k curve)
+    families: tuple[str, ...] = tuple(FAMILIES)
+    in_flight: int = 8
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+NONE = {"strategy": "single", "effort": "none"}
+CONFIGS: list[Config] = [
+    Config("greedy", NONE),
+    Config("sample T0.7", NONE, 0.7),
+    Config("think low", {"effort": "low"}),
+    Config("think medium", {"effort": "medium"}),
+    Config("samples8 T0.7", NONE, 0.7, n=8, in_flight=4),
+    Config("samples8 T0.4", NONE, 0.4, n=8, in_flight=4),
+    Config("sc5 T0.7", {"strategy": "self_consistency", "samples": 5, "effort": "none"}, 0.7, in_flight=4),
+    Config("sc5 T0.4", {"strategy": "self_consistency", "samples": 5, "effort": "none"}, 0.4, in_flight=4),
+    Config("sc5 T0.7 conf", {"strategy": "self_consistency", "samples": 5, "effort": "none",
+                             "scorer": "confidence"}, 0.7, in_flight=4),
+    # DeepConf online against plain self-consistency on the same 8 samples.
+    Config("sc8 T0.7", {"strategy": "self_consistency", "samples": 8, "effort": "none", "early_stop": False},
+           0.7, in_flight=4),
+    Config("sc8 T0.7 deepconf", {"strategy": "self_consistency", "samples": 8, "effort": "none",
+                                 "early_stop": False, "deepconf": True}, 0.7, in_flight=4),
+    Config("pal", {"strategy": "tool_use", "tool_mode": "pal", "max_thinking_tokens": 256},
+           families=("word", "arith", "count")),
+    Config("react", {"strategy": "tool_use", "tool_mode": "react", "max_thinking_tokens": 256},
+           families=("arith", "count")),
+    Config("pal sc4 T0.7", {"strategy": "self_consistency", "samples": 4, "tools": ["python"], "tool_mode": "pal",
+                            "max_thinking_tokens": 256}, 0.7, families=("word", "arith", "count"), in_flight=4),
+]
+
+
+def grade_all(task: Task, contents: list[str]) -> list[bool]:
+    return [task.grade(c) for c in contents]
+
+
+def answer_of(task: Task, content: str | None) -> Any:
+    """The graded answer (hashable) a vote counts, or None."""
+    if task.family == "json":
+        value = json_answer(content)
+        return json.dumps(value, sort_keys=True) if value is not None else None
+    return numeric_answer(content)
+
+
+def majority_at(task: Task, contents: list[str], k: int, rng: random.Random, draws: int = 20) -> float:
+    """Expected correctness of a majority vote over k of the samples (ties broken at
+    random, no answer never wins), averaged over ``draws`` random subsets."""
+    truth = answer_of(task, json.dumps(task.truth)) if task.family == "json" else task.truth
+    if k >= len(contents):
+        draws = 1
+    total = 0.0
+    for _ in range(draws):
+        pick = rng.sample(contents, k) if k < len(contents) else contents
+        votes = Counter(a for a in (answer_of(task, c) for c in pick) if a is not None)
+        if not votes:
+            continue
+        top = max(votes.values())
+        leaders = [a for a, v in votes.items() if v == top]
+        total += (truth in leaders) / len(leaders)
+    return total / draws
+
+
+async def ask(client, model: str, task: Task, cfg: Config, seed: int) -> dict[str, Any]:
+    extra: dict[str, Any] = dict(cfg.extra)
+    if task.family == "json":
+        extra["response_format"] = {"type": "json_schema",
+                                    "json_schema": {"name": "order", "schema": JSON_SCHEMA, "strict": True}}
+    if cfg.n > 1:
+        extra["n"] = cfg.n
+    t0 = time.perf_counter()
+    try:
+        resp = await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": prompt(task)}], max_tokens=MAX_TOKENS,
+            temperature=cfg.temperature, seed=seed, extra_body={"reasoning": cfg.reasoning}, **extra)
+    except openai.APIError as exc:  # counted as wrong, and reported
+        return {"index": task.index, "error": f"{type(exc).__name__}: {exc}"[:300], "correct": False,
+                "tokens": 0, "latency_s": time.perf_counter() - t0, "contents": []}
+    contents = [c.message.content or "" for c in resp.choices]
+    graded = grade_all(task, contents)
+    return {"index": task.index, "contents": contents, "graded": graded, "correct": graded[0],
+            "tokens": resp.usage.completion_tokens, "latency_s": time.perf_counter() - t0,
+            "finish": [c.finish_reason for c in resp.choices]}
+
+
+async def run_config(client, model: str, family: str, problems: list[Task], cfg: Config, seed: int) -> dict:
+    gate = asyncio.Semaphore(cfg.in_flight)
+
+    async def one(t: Task) -> dict[str, Any]:
+        async with gate:
+            return await ask(client, model, t, cfg, seed * 100_003 + t.index)
+
+    t0 = time.perf_counter()
+    records = await asyncio.gather(*(one(t) for t in problems))
+    wall = time.perf_counter() - t0
+    n = len(records)
+    row = {"config": cfg.label, "family": family, "reasoning": cfg.reasoning, "temperature": cfg.temperature,
+           "n": cfg.n, "problems": n, "wall_s": wall, "errors": sum("error" in r for r in records),
+           "records": records}
+    if cfg.n == 1:
+        k = sum(r["correct"] for r in records)
+        return {**row, "points": [_point(cfg.label, k, n, sum(r["tokens"] for r in records) / n, wall / n)]}
+    rng = random.Random(seed)
+    points = []
+    for k in range(1, cfg.n + 1):  # majority of k samples, k/n of the request's tokens and time
+        acc = sum(majority_at(t, r["contents"], k, rng) for t, r in zip(problems, records) if r["contents"])
+        points.append(_point(f"{cfg.label} maj@{k}", acc, n, sum(r["tokens"] for r in records) / n * k / cfg.n,
+                             wall / n * k / cfg.n))
+    return {**row, "points": points}
+
+
+def _point(label: str, correct: float, n: int, tokens: float, wall: float) -> dict[str, Any]:
+    lo, hi = wilson(round(correct), n)
+    return {"label": label, "correct": correct, "problems": n, "accuracy": correct / n, "ci95": [lo, hi],
+            "mean_tokens": tokens, "wall_per_problem_s": wall}
+
+
+async def run(base: str, model: str, families: list[str], n: int, seed: int, configs: list[Config],
+              save: Path | None = None) -> list[dict]:
+    """Every configuration on every family; ``save`` gets the records so far after
+    each configuration, so a run stopped midway keeps what it measured."""
+    client = openai.AsyncOpenAI(base_url=base + "/v1", api_key="bench", max_retries=0, timeout=1800)
+    rows = []
+    for family in families:
+        problems = tasks(family, n, seed)
+        for cfg in configs:
+            if family not in cfg.families:
+                continue
+            row = await run_config(client, model, family, problems, cfg, seed)
+            rows.append(row)
+            if save is not None:
+                text = json.dumps({"seed": seed, "problems": n, "rows": rows, "partial": True}, indent=1)
+                await asyncio.to_thread(save.write_text, text)
+            for p in row["points"]:
+                if cfg.n == 1 or p["label"].endswith(("maj@1", "maj@3", "maj@5", f"maj@{cfg.n}")):
+                    print(f"  {family:6s} {p['label']:22s} {p['correct']:5.1f}/{n} [{p['ci95'][0]:.2f}-"
+                          f"{p['ci95'][1]:.2f}] {p['mean_tokens']:6.0f} tok {p['wall_per_problem_s']:5.1f} s/problem"
+                          f"{'  errors ' + str(row['errors']) if row['errors'] else ''}", flush=True)
+    await client.close()
+    return rows
+
+
+def tables(rows: list[dict[str, Any]]) -> str:
+    out = []
+    for family in dict.fromkeys(r["family"] for r in rows):
+        points = [p for r in rows if r["family"] == family for p in r["points"]]
+        base = next((p for p in points if p["label"] == "greedy"), points[0])
+        out += [f"\n### {family}\n", "| configuration | correct | accuracy [95 % CI] | mean tokens | x greedy "
+                "| s / problem |", "|---|---|---|---|---|---|"]
+        for p in points:
+            out.append(f"| {p['label']} | {p['correct']:.1f}/{p['problems']} | {p['accuracy']:.2f} "
+                       f"[{p['ci95'][0]:.2f}-{p['ci95'][1]:.2f}] | {p['mean_tokens']:.0f} | "
+                       f"{p['mean_tokens'] / base['mean_tokens']:.1f} | {p['wall_per_problem_s']:.2f} |")
+        out += ["", "| budget (x greedy tokens) | best configuration | accuracy [95 % CI] | vs greedy |",
+                "|---|---|---|---|"]
+        for b in BUDGETS:
+            within = [p for p in points if p["mean_tokens"] <= b * base["mean_tokens"] * 1.05]
+            best = max(within, key=lambda p: p["accuracy"])
+            apart = "CIs apart" if best["ci95"][0] > base["ci95"][1] else "CIs overlap"
+            out.append(f"| {b}x | {best['label']} | {best['accuracy']:.2f} [{best['ci95'][0]:.2f}-"
+                       f"{best['ci95'][1]:.2f}] | {100 * (best['accuracy'] - base['accuracy']):+.0f} points, {apart} |")
+    return "\n".join(out)
+
+
+def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    paths = []
+    for family in dict.fromkeys(r["family"] for r in rows):
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+        for r in (r for r in rows if r["family"] == family):
+            pts = r["points"]
+            for ax, x in zip(axes, ("mean_tokens", "wall_per_problem_s")):
+                xs, ys = [p[x] for p in pts], [p["accuracy"] for p in pts]
+                err = [[p["accuracy"] - p["ci95"][0] for p in pts], [p["ci95"][1] - p["accuracy"] for p in pts]]
+                if len(pts) > 1:
+                    ax.plot(xs, ys, "-o", ms=3, label=r["config"] + " (maj@k)")
+                else:
+                    ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=3, label=r["config"])
+        for ax, name in zip(axes, ("mean completion tokens per problem (log)", "wall seconds per problem (log)")):
+            ax.set_xscale("log")
+            ax.set_xlabel(name)
+            ax.set_ylabel("accuracy")
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=7, loc="lower right")
+        fig.suptitle(f"{family}: accuracy against compute (95 % Wilson intervals)")
+        fig.tight_layout()
+        path = out / f"accuracy_{family}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--base-url")
+    p.add_argument("--model", default="Qwen2.5-Coder-1.5B-Instruct")
+    p.add_argument("--preset", default="qwen2.5-coder-1.5b", help="served when no --base-url is given")
+    p.add_argument("--families", default=",".join(FAMILIES))
+    p.add_argument("--problems", type=int, default=40)
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--configs", help="comma-separated labels (default: all)")
+    p.add_argument("--out", type=Path, default=Path("loadtests/out"))
+    a = p.parse_args()
+    exit_on_sigterm()
+    wanted = a.configs.split(",") if a.configs else None
+    configs = [c for c in CONFIGS if wanted is None or c.label in wanted]
+    unknown = set(wanted or ()) - {c.label for c in configs}
+    if unknown:
+        p.error(f"unknown configurations {sorted(unknown)}; known: {[c.label for c in CONFIGS]}")
+    families = a.families.split(",")
+    t0 = time.perf_counter()
+    a.out.mkdir(parents=True, exist_ok=True)
+    stem = a.out / f"bench_accuracy_{a.seed}"
+    save = stem.with_suffix(".partial.json")
+    if a.base_url:
+        rows = asyncio.run(run(a.base_url, a.model, families, a.problems, a.seed, configs, save))
+    else:
+        with ponder_server(a.out / "bench_accuracy_server.log", "--model", a.preset, api_key="bench") as served:
+            print(f"ponder ready in {served.start_s:.0f} s", flush=True)
+            rows = asyncio.run(run(served.base, a.model, families, a.problems, a.seed, configs, save))
+    stem.with_suffix(".json").write_text(json.dumps({"seed": a.seed, "problems": a.problems, "rows": rows},
+                                                    indent=1))
+    text = tables(rows)
+    stem.with_suffix(".md").write_text(text + "\n")
+    print(text)
+    for path in plots(rows, a.out):
+        print("plot:", path)
+    print(f"\nWhole run {time.perf_counter() - t0:.0f} s; records in {stem.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()

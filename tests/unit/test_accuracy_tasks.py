@@ -1,0 +1,75 @@
+"""The accuracy harness's problems and grading (loadtests/accuracy_tasks.py): a
+benchmark is only as honest as its answer extraction, so it is tested like code."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from loadtests.accuracy_tasks import FAMILIES, json_answer, numeric_answer, prompt, tasks
+from loadtests.bench_accuracy import majority_at
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("Answer: 42", 42),
+    ("So the total is 40.\nAnswer: 42", 42),
+    ("**Answer:** 1,234", 1234),
+    ("Answer: $1234.", 1234),
+    ("answer = -17", -17),
+    ("Answer: 56.00", 56),
+    ("### Answer: **7**", 7),
+    ("Answer: 3\nwait, no.\nAnswer: 5", 5),   # the last Answer line counts
+    ("Answer: 12 or 13", None),                # not one plain number
+    ("Answer: 12.5", None),                    # not an integer
+    ("The answer is 42.", None),               # no Answer line: wrong, whatever it contains
+    ("Answer: 1,23", None),                    # not a thousands grouping
+    ("Answer:", None),
+    ("", None),
+    (None, None),
+], ids=lambda v: repr(v)[:30])
+def test_numeric_answer_is_strict(content, expected):
+    assert numeric_answer(content) == expected
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ('{"total": 5, "most_expensive": "pen"}', {"total": 5, "most_expensive": "pen"}),
+    ('```json\n{"total": 5, "most_expensive": "pen"}\n```', {"total": 5, "most_expensive": "pen"}),
+    ('Here: {"total": 5}', None),   # prose around the object
+    ("[1, 2]", None),               # not an object
+    ("", None),
+], ids=["plain", "fenced", "prose", "array", "empty"])
+def test_json_answer(content, expected):
+    assert json_answer(content) == expected
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_families_are_seeded_and_graded_by_their_truth(family):
+    first, again, other = tasks(family, 12, seed=1), tasks(family, 12, seed=1), tasks(family, 12, seed=2)
+    assert first == again
+    assert [t.question for t in first] != [t.question for t in other]
+    # Problem i does not depend on how many are drawn.
+    assert tasks(family, 3, seed=1) == first[:3]
+    for t in first:
+        right = json.dumps(t.truth) if isinstance(t.truth, dict) else f"Work.\nAnswer: {t.truth}"
+        wrong = (json.dumps({**t.truth, "total": t.truth["total"] + 1}) if isinstance(t.truth, dict)
+                 else f"Answer: {t.truth + 1}")
+        assert t.grade(right) and not t.grade(wrong)
+        assert ("Answer:" in prompt(t)) == (family != "json")
+
+
+def test_word_problem_answers_are_whole():
+    for t in tasks("word", 200, seed=3):
+        assert isinstance(t.truth, int) and t.truth > 0
+
+
+def test_majority_vote_counts_only_answers():
+    t = tasks("arith", 1, seed=1)[0]
+    right, wrong = f"Answer: {t.truth}", f"Answer: {t.truth + 1}"
+    rng = random.Random(0)
+    assert majority_at(t, [right, right, wrong], 3, rng) == 1.0
+    assert majority_at(t, [wrong, wrong, right], 3, rng) == 0.0
+    # No answer never wins: one right answer beats two unreadable ones.
+    assert majority_at(t, ["no idea", "???", right], 3, rng) == 1.0
+    # A tie is broken at random: worth one half.
+    assert majority_at(t, [right, wrong], 2, rng) == 0.5
