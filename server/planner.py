@@ -268,7 +268,7 @@ def _plan(req: ChatCompletionRequest, settings: Settings, window: Window | None)
 
     preset_keys = {k: v for k, v in preset.strategy_keys.items() if k in strategy.keys}
     src = OptionSource(keys, preset_keys, settings.section(strategy.section), req.n, plan_row, registry.weight,
-                       settings.section)
+                       settings.section, t.on)
     plan = Plan(
         strategy=name, max_tokens=max_tokens, options=strategy.options(src), effort=effort, thinking=t.on,
         max_thinking_tokens=t.cap, min_thinking_tokens=t.floor, budget_tokens=budget,

@@ -156,6 +156,10 @@ class ReasoningOptions(_Strict):
     max_tool_calls: Annotated[int, Field(ge=1, le=16), _INTEGRAL] | None = None
     scorer: Annotated[str, Field(json_schema_extra=_SCORER_ENUM)] | None = None
     early_stop: bool | None = None
+    # self_consistency: DeepConf online (warm-up threshold, low-confidence candidates stopped).
+    deepconf: bool | None = None
+    # single / budget_forcing: probe the thinking for its answer, stop once it settles.
+    probe: bool | None = None
     stream_candidates: bool | None = None
     exclude: bool | None = None
     # OpenRouter's spelling of a thinking cap.

@@ -12,5 +12,7 @@ from __future__ import annotations
 
 from . import single
 from .descriptor import Strategy
+from .probe import ProbeConfig
 
-STRATEGY = Strategy(name="budget_forcing", run=single.run, streams_tokens=True, formats=True)
+STRATEGY = Strategy(name="budget_forcing", run=single.run, read=single.read, keys=single.KEYS, section="probe",
+                    config=ProbeConfig, streams_tokens=True, formats=True)

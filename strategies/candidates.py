@@ -22,7 +22,7 @@ from .engine import TokenLogprob
 from .events import Answer, ChoiceDone, Event, Progress, Thinking
 from .fanout import FanOut
 from .ledger import Ledger
-from .plan import NoOptions, Plan
+from .plan import Plan
 from .tool_use import ToolUseOptions
 from .trace import CandidateTrace
 
@@ -40,6 +40,10 @@ class ParallelConfig(BaseModel):
     stop_threshold: float = Field(gt=0.5, lt=1.0)
     scorer: Literal["confidence", "self_judge"]
     judge_question: str
+    # DeepConf online (self_consistency's ``deepconf``): candidates run to the end
+    # to set the threshold, and the share of traces like them the threshold keeps.
+    deepconf_warmup: int = Field(ge=1, le=63)
+    deepconf_keep: float = Field(gt=0.0, le=1.0)
 
 
 # The reasoning keys the parallel strategies read, with their "off" values.
@@ -59,6 +63,9 @@ class Candidate:
     tokens: int = 0
     # Its stream ended (FanOut's end marker): only then is it counted and voted on.
     done: bool = False
+    # Stopped for low confidence while it ran (DeepConf online): it never votes.
+    filtered: bool = False
+    confidence: scoring.GroupConfidence = field(default_factory=scoring.GroupConfidence)
 
     def feed(self, event: Event) -> None:
         if isinstance(event, ChoiceDone):
@@ -69,9 +76,11 @@ class Candidate:
             self.answer += event.text
         if getattr(event, "logprobs", None):
             self.logprobs.extend(event.logprobs)  # type: ignore[union-attr]
+            self.confidence.feed(event.logprobs)  # type: ignore[union-attr]
 
     def trace(self) -> CandidateTrace:
-        return CandidateTrace(self.index, self.key, self.score, self.tokens, self.finish_reason, self.aborted)
+        return CandidateTrace(self.index, self.key, self.score, self.tokens, self.finish_reason, self.aborted,
+                              True if self.filtered else None)
 
 
 class Pool:
@@ -86,7 +95,7 @@ class Pool:
         self.ctx, self.logprobs, self.samples = ctx, logprobs, samples
         # A candidate is a whole single run, or a whole tool_use run when it may run code.
         if code is None:
-            self.plan, self.run = replace(plan, strategy="single", options=NoOptions()), single.run
+            self.plan, self.run = replace(plan, strategy="single", options=single.SingleOptions()), single.run
         else:
             self.plan, self.run = replace(plan, strategy="tool_use", options=code), tool_use.run
         self.share = max(0, plan.budget_tokens - reserve) // samples if plan.budget_tokens else None
@@ -132,6 +141,13 @@ class Pool:
             self.candidates[k].aborted = True
             self.candidates[k].tokens = self.ledgers[k].generated
 
+    async def filter(self, k: int) -> None:
+        """Stop candidate ``k`` for low confidence: it ends here and never votes."""
+        await self.fan.cancel(k)
+        cand = self.candidates[k]
+        cand.aborted = cand.filtered = cand.done = True
+        cand.tokens = self.ledgers[k].generated
+
     def finished(self) -> list[Candidate]:
         # By end marker, as ``collect`` counts votes: a ChoiceDone already fed for a
         # candidate whose end is still queued must not shrink the samples left.
@@ -147,9 +163,11 @@ def logprobs_needed(ctx: RunContext, confidence: bool) -> int | None:
 
 
 async def collect(pool: Pool, on_done: Callable[[Candidate], bool], *, stream_candidates: bool,
-                  confidence: bool) -> AsyncIterator[Event]:
+                  confidence: bool, keep: Callable[[Candidate], bool] | None = None) -> AsyncIterator[Event]:
     """Drain the pool's events; ``on_done(candidate)`` returns True to stop early.
-    With ``confidence`` each finished candidate is scored by DeepConf."""
+    With ``confidence`` each finished candidate is scored by DeepConf. ``keep``
+    watches running candidates: one it returns False for is stopped at once and
+    never votes (DeepConf online's filter)."""
     ctx = pool.ctx
     async for k, event, done in pool.fan.events():
         if not pool.primed:
@@ -159,6 +177,10 @@ async def collect(pool: Pool, on_done: Callable[[Candidate], bool], *, stream_ca
             cand.feed(event)
             if stream_candidates and isinstance(event, Thinking) and event.text:
                 yield Thinking(ctx.choice, event.text, candidate=k)
+            if keep is not None and not keep(cand):
+                await pool.filter(k)
+                yield Progress(ctx.choice, {"candidates_finished": len(pool.finished()), "of": pool.samples,
+                                            "candidate": k, "filtered": True})
             continue
         cand.done = True
         cand.tokens = pool.ledgers[k].generated

@@ -42,6 +42,8 @@ class OptionSource:
     # Another strategy's configs section by name (a strategy that runs another's
     # phases inside its own: self_consistency's candidates running tool_use).
     section: Callable[[str], Any] | None = None
+    # Whether the plan thinks (options that act on the thinking need it).
+    thinking: bool = False
 
     def get(self, key: str, default: Any = None) -> Any:
         for layer in (self.reasoning, self.preset):

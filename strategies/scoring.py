@@ -58,6 +58,53 @@ def lowest_group_confidence(logprobs: Sequence[TokenLogprob], group: int = GROUP
     return low / group
 
 
+class GroupConfidence:
+    """DeepConf's group confidence of a trace as it is generated: the mean token
+    confidence of the last ``group`` tokens (``current``, None until a whole window
+    is there) and the lowest window so far (``lowest``, what
+    :func:`lowest_group_confidence` gives for the whole trace). One running sum,
+    so watching a candidate costs O(1) per token (DeepConf online, Fu et al. 2025)."""
+
+    def __init__(self, group: int = GROUP) -> None:
+        self.group = group
+        self._conf: list[float] = []
+        self._window = 0.0
+        self._lowest: float | None = None
+
+    def feed(self, logprobs: Sequence[TokenLogprob]) -> None:
+        for lp in logprobs:
+            c = token_confidence(lp)
+            self._conf.append(c)
+            self._window += c
+            if len(self._conf) > self.group:
+                self._window -= self._conf[-self.group - 1]
+            if len(self._conf) >= self.group:
+                mean = self._window / self.group
+                self._lowest = mean if self._lowest is None else min(self._lowest, mean)
+
+    @property
+    def current(self) -> float | None:
+        return self._window / self.group if len(self._conf) >= self.group else None
+
+    @property
+    def lowest(self) -> float:
+        if self._lowest is not None:
+            return self._lowest
+        return sum(self._conf) / len(self._conf) if self._conf else 0.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, linear between order statistics
+    (numpy's default), for DeepConf's threshold from the warm-up traces."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
 def _yes_probability(lp: TokenLogprob | None) -> float:
     if lp is None:
         return 0.0

@@ -6,7 +6,12 @@ DeepConf confidence with ``scorer: "confidence"``); the winner's thinking and
 answer are returned. With ``early_stop`` it samples in windows and stops,
 aborting the candidates still running, by ESC (Li et al. 2024), by
 Adaptive-Consistency (Aggarwal et al. 2023) or as soon as the leader cannot
-be overtaken (strategies/voting.py). With ``reasoning.tools`` every candidate
+be overtaken (strategies/voting.py). With ``deepconf`` it runs DeepConf online
+(Fu et al. 2025, arXiv:2508.15260): a warm-up of ``deepconf_warmup`` candidates
+sets a threshold at a percentile of their lowest group confidences (keeping
+about ``deepconf_keep`` of traces like them), every later candidate is stopped
+the moment its group confidence falls below it and does not vote, and votes
+are weighted by confidence. With ``reasoning.tools`` every candidate
 is a whole ``tool_use`` run (PAL / ReAct, Gao et al. 2022; Yao et al. 2022)
 and the programs' answers are voted on, as PAL does with majority voting.
 """
@@ -23,7 +28,7 @@ from .errors import PlanError
 from .events import ChoiceDone, Event
 from .plan import Plan
 from .tool_use import ToolUseOptions
-from .trace import CandidateTrace, Trace
+from .trace import CandidateTrace, Trace, optional
 from .voting import Tally, should_stop
 
 
@@ -38,6 +43,9 @@ class SelfConsistencyOptions:
     stop_threshold: float
     share_prefix: bool
     stream_candidates: bool
+    # DeepConf online: warm-up size and the share of warm-up-like traces kept (0: off).
+    deepconf_warmup: int = 0
+    deepconf_keep: float = 0.9
     # Each candidate may run code (reasoning.tools): a whole tool_use run.
     code: ToolUseOptions | None = None
 
@@ -58,12 +66,15 @@ class SelfConsistencyTrace(Trace):
     early_stopped: bool
     answer: str | None
     tokens_saved_estimate: int
+    # DeepConf online: the threshold the warm-up set, and how many candidates it stopped.
+    confidence_threshold: float | None = optional()
+    filtered: int | None = optional()
 
     def candidate_traces(self) -> tuple[CandidateTrace, ...]:
         return self.candidates
 
     def early_stop_savings(self) -> int | None:
-        return self.tokens_saved_estimate if self.early_stopped else None
+        return self.tokens_saved_estimate if self.early_stopped or self.filtered else None
 
 
 def read(src: OptionSource) -> SelfConsistencyOptions:
@@ -72,12 +83,19 @@ def read(src: OptionSource) -> SelfConsistencyOptions:
     scoring.check_scorer(scorer)
     if scorer is not None and scorer != "confidence":
         raise PlanError("self_consistency weighs votes by confidence only", "reasoning.scorer")
+    samples = src.get("samples") or cfg.samples
+    deepconf = bool(src.get("deepconf", False))
+    if deepconf and samples <= cfg.deepconf_warmup:
+        raise PlanError(f"deepconf needs more samples than its warm-up of {cfg.deepconf_warmup}",
+                        "reasoning.samples")
     return SelfConsistencyOptions(
-        samples=src.get("samples") or cfg.samples, scorer=scorer,
-        vote="weighted" if scorer == "confidence" else cfg.vote,
+        samples=samples, scorer=scorer,
+        vote="weighted" if scorer == "confidence" or deepconf else cfg.vote,
         early_stop=src.get("early_stop", cfg.early_stop), window=cfg.window, stop_rule=cfg.stop_rule,
         stop_threshold=cfg.stop_threshold, share_prefix=cfg.share_prefix,
-        stream_candidates=bool(src.get("stream_candidates", False)), code=tool_use.read_hosted(src))
+        stream_candidates=bool(src.get("stream_candidates", False)),
+        deepconf_warmup=cfg.deepconf_warmup if deepconf else 0, deepconf_keep=cfg.deepconf_keep,
+        code=tool_use.read_hosted(src))
 
 
 async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
@@ -89,9 +107,16 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     tally = Tally()
     stopped = False
     keys: list[str | None] = []
+    threshold: float | None = None
+
+    def keep(cand: Candidate) -> bool:
+        current = cand.confidence.current
+        return threshold is None or current is None or current >= threshold
 
     def on_done(cand: Candidate) -> bool:
         nonlocal stopped
+        if cand.filtered:
+            return False
         tally.add(cand.key, cand.score if weighted and cand.score is not None else 1.0, cand.index)
         keys.append(cand.key)
         if not o.early_stop:
@@ -107,11 +132,17 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
         started = 0
         while started < o.samples and not stopped:
             keys.clear()
-            batch = list(range(started, min(o.samples, started + window)))
+            # DeepConf's warm-up is a batch of its own: the threshold needs whole traces.
+            size = o.deepconf_warmup if o.deepconf_warmup and started == 0 else window
+            batch = list(range(started, min(o.samples, started + size)))
             pool.start_all(batch)  # some may start a moment later, from the prefix cache
             started += len(batch)
-            async for event in collect(pool, on_done, stream_candidates=o.stream_candidates, confidence=weighted):
+            async for event in collect(pool, on_done, stream_candidates=o.stream_candidates, confidence=weighted,
+                                       keep=keep if o.deepconf_warmup else None):
                 yield event
+            if o.deepconf_warmup and threshold is None:
+                warm = [c.confidence.lowest for c in pool.finished() if not c.aborted]
+                threshold = scoring.percentile(warm, 1.0 - o.deepconf_keep) if warm else None
     finally:
         await pool.fan.aclose()
     winner = _pick_by_vote(pool, tally, weighted)
@@ -120,7 +151,8 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     votes = {k: tally.counts[k] for k in tally.ranked(weighted)}
     yield ChoiceDone(ctx.choice, winner.finish_reason or "stop", SelfConsistencyTrace(
         plan.strategy, o.samples, len(pool.candidates), winner.index, pool.traces(), votes, stopped, winner.key,
-        _saved(pool, o.samples)))
+        _saved(pool, o.samples), threshold,
+        sum(c.filtered for c in pool.candidates.values()) if o.deepconf_warmup else None))
 
 
 def _saved(pool: Pool, samples: int) -> int:
@@ -136,7 +168,7 @@ def _saved(pool: Pool, samples: int) -> int:
 
 
 def _pick_by_vote(pool: Pool, tally: Tally, weighted: bool) -> Candidate:
-    done = sorted(pool.finished(), key=lambda c: c.index)
+    done = sorted((c for c in pool.finished() if not c.filtered), key=lambda c: c.index)
     if not done:
         raise RuntimeError("no candidate finished")
     lead = tally.leader(weighted)
@@ -145,7 +177,7 @@ def _pick_by_vote(pool: Pool, tally: Tally, weighted: bool) -> Candidate:
 
 
 STRATEGY = Strategy(
-    name="self_consistency", run=run, read=read, keys={**KEYS, **tool_use.KEYS}, section="parallel",
+    name="self_consistency", run=run, read=read, keys={**KEYS, **tool_use.KEYS, "deepconf": False}, section="parallel",
     config=ParallelConfig, weight=lambda plan: plan.options.samples,  # type: ignore[attr-defined]
     weight_param="reasoning.samples", formats=True, thinks=lambda keys: keys.get("tools") is not None,
     needs_code=lambda plan: plan.options.code is not None)  # type: ignore[attr-defined]

@@ -5,7 +5,9 @@ phase (strategies/thinking.py) runs first and the answer continues from its
 exact token ids, so the prefix cache covers prompt plus thinking and the
 thinking budget is exact. s1's controls (a minimum with "Wait", a wrap-up at
 the cap) apply whenever the plan sets them; ``budget_forcing`` is this same
-pipeline with presets that set them.
+pipeline with presets that set them. With ``reasoning.probe`` the thinking is
+probed for its answer as it goes and closed once the probes settle
+(Dynasor-CoT / DEER, strategies/probe.py).
 """
 from __future__ import annotations
 
@@ -13,12 +15,26 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from .context import RunContext
-from .descriptor import Strategy
+from .descriptor import OptionSource, Strategy
 from .events import Answer, ChoiceDone, Event
 from .generation import Generation
 from .plan import Plan
+from .probe import ProbeConfig, ProbeOptions
+from .probe import read as read_probe
 from .thinking import Think
 from .trace import AnswerTrace, ThinkingTrace, Trace, optional
+
+
+@dataclass(frozen=True)
+class SingleOptions:
+    probe: ProbeOptions | None = None
+
+    def public(self) -> dict[str, object]:
+        return self.probe.public() if self.probe is not None else {}
+
+
+def read(src: OptionSource) -> SingleOptions:
+    return SingleOptions(read_probe(src, src.config))
 
 
 @dataclass(frozen=True)
@@ -32,8 +48,9 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     thinking: ThinkingTrace | None = None
     prompt = ctx.prompt_ids
     held: dict[str, object] = {}
+    o: SingleOptions = plan.options  # type: ignore[assignment]
     if plan.thinking:
-        think = Think(ctx, plan)
+        think = Think(ctx, plan, o.probe)
         async with think as events:
             async for event in events:
                 yield event
@@ -56,4 +73,8 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
                      SingleTrace(plan.strategy, thinking, AnswerTrace(len(done.token_ids), done.finish_reason)))
 
 
-STRATEGY = Strategy(name="single", run=run, streams_tokens=True, formats=True)
+# ``reasoning`` keys of single and budget_forcing, with their "off" values.
+KEYS = {"probe": False}
+
+STRATEGY = Strategy(name="single", run=run, read=read, keys=KEYS, section="probe", config=ProbeConfig,
+                    streams_tokens=True, formats=True)

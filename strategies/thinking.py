@@ -12,6 +12,10 @@ end of sequence, or the remaining cap. Between them the server may:
 - *force the end*: at the cap, an optional wrap-up phrase and the closing tag
   are appended and the model answers.
 
+With a probe (strategies/probe.py, Dynasor-CoT / DEER) the thinking runs in
+requests of ``interval`` tokens; after each, the answer as it stands is probed
+from the cached prefix, and the thinking is closed as soon as the probes settle.
+
 Every request continues from the exact token ids of the previous one, so the
 prefix cache covers everything already computed and the cap is exact: thinking
 tokens generated never exceed ``max_thinking_tokens``. Text the server inserts
@@ -27,6 +31,7 @@ from .events import Event, Thinking
 from .generation import Generated, Generation
 from .phase import Phase
 from .plan import Plan
+from .probe import ProbeOptions, ProbeWatch, probe
 from .trace import ThinkingTrace
 
 
@@ -64,9 +69,10 @@ def strip_end(ctx: RunContext, gen: Generated) -> tuple[int, ...]:
 class Think(Phase[Thought]):
     """The thinking phase of one choice (or candidate); its result is a :class:`Thought`."""
 
-    def __init__(self, ctx: RunContext, plan: Plan) -> None:
+    def __init__(self, ctx: RunContext, plan: Plan, probe: ProbeOptions | None = None) -> None:
         super().__init__()
         self.ctx, self.plan = ctx, plan
+        self.watch = ProbeWatch(probe) if probe is not None else None
         self.tokens = 0
         self.requests = 0
         self.continuations = 0
@@ -85,8 +91,10 @@ class Think(Phase[Thought]):
         ids = ctx.prompt_ids + ctx.think_prefix_ids
         wrapup = tuple(tok.encode(forcing.wrapup)) if forcing.wrapup else ()
         reserve = len(wrapup) + len(ctx.think_suffix_ids)
-        closed = cut = False
+        closed = cut = settled = False
         marker = ""
+        floor = plan.min_thinking_tokens or 0
+        since_probe = 0
         finish_reason: str | None = None
         while True:
             room = self._room(len(ids), reserve)
@@ -95,6 +103,9 @@ class Think(Phase[Thought]):
                 break
             nudge_now = bool(forcing.nudge) and not self.nudged and room > forcing.nudge_before > 0
             limit = room - forcing.nudge_before if nudge_now else room
+            probe_now = self.watch is not None and self.watch.options.interval - since_probe < limit
+            if probe_now:
+                limit = self.watch.options.interval - since_probe  # type: ignore[union-attr]
             gen = Generation(ctx, ids, _sampling(ctx, limit), f"think{self.requests}" if self.requests else "think",
                              True)
             self.requests += 1
@@ -103,9 +114,20 @@ class Think(Phase[Thought]):
                     yield event
             done = gen.result
             self.tokens += len(done.token_ids)
+            since_probe += len(done.token_ids)
             finish_reason = done.finish_reason
             if done.finish_reason == "length":
                 ids = done.continuation_ids()
+                if probe_now:
+                    since_probe = 0
+                    if self.tokens >= floor:
+                        watch = self.watch
+                        limit = plan.max_tokens - ctx.ledger.generated - 1  # the answer keeps a token
+                        watch.add(await probe(ctx, ids, watch.options, len(watch.results), limit))  # type: ignore[union-attr]
+                        if watch.settled:  # type: ignore[union-attr]
+                            settled = True
+                            break
+                    continue
                 if nudge_now:
                     self.nudged = True
                     ids += tuple(tok.encode(forcing.nudge))
@@ -130,7 +152,7 @@ class Think(Phase[Thought]):
             ids = done.continuation_ids() if closed else body
             break
         if not closed:
-            if cut and wrapup:
+            if cut and wrapup and not settled:
                 ids += wrapup
                 yield Thinking(ctx.choice, forcing.wrapup)
             ids += ctx.think_suffix_ids
@@ -140,7 +162,13 @@ class Think(Phase[Thought]):
         self._finish(Thought(ids, ThinkingTrace(
             tokens=self.tokens, finish_reason=finish_reason, cut_by_budget=cut, closed_by_model=closed,
             forced_continuations=self.continuations, nudged=self.nudged, engine_requests=self.requests,
-            tool_call=True if marker else None), "" if held else marker, held))
+            tool_call=True if marker else None, **self._probe_trace(settled)), "" if held else marker, held))
+
+    def _probe_trace(self, settled: bool) -> dict[str, object]:
+        if self.watch is None:
+            return {}
+        return {"probes": len(self.watch.results), "probe_tokens": self.watch.tokens, "exited_by_probe": settled,
+                "probe_answers": tuple(r.answer for r in self.watch.results)}
 
 
 def _sampling(ctx: RunContext, max_tokens: int):

@@ -36,6 +36,12 @@ class ThinkingTrace:
     # The model began a tool call while thinking: thinking was closed there and
     # the call continues in the answer (strategies/output.py, ``thinking_stop``).
     tool_call: bool | None = optional()
+    # With a probe (strategies/probe.py): probes run, their tokens (reasoning, in
+    # usage), whether they ended the thinking, and the answer each one read.
+    probes: int | None = optional()
+    probe_tokens: int | None = optional()
+    exited_by_probe: bool | None = optional()
+    probe_answers: tuple[str | None, ...] | None = optional()
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class CandidateTrace:
     tokens: int
     finish_reason: str | None
     aborted: bool
+    # Stopped while it ran because its confidence fell below the threshold (DeepConf online).
+    filtered: bool | None = optional()
 
 
 class Trace:

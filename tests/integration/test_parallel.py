@@ -16,6 +16,11 @@ from .sse import post_stream
 pytestmark = pytest.mark.integration
 
 EASY = [{"role": "user", "content": "What is 6 times 7? Give just the number."}]
+# A short answer the model gives with confidence: greedy candidates agree whatever the
+# batch shape (vLLM's CPU build is not batch invariant: on "6 times 7" a batch of 8
+# and a window of 4 gave different greedy answers, and a first window that disagreed
+# saved nothing).
+CAPITAL = [{"role": "user", "content": "What is the capital of France? Reply with one word."}]
 STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
 
 
@@ -24,23 +29,47 @@ def _create(client: openai.OpenAI, live, messages, reasoning: dict, **kw):
                                           extra_body={"reasoning": reasoning}, **kw)
 
 
-def test_eight_samples_cost_less_than_twice_one(client: openai.OpenAI, live) -> None:
+def test_eight_samples_run_as_one_batch(client: openai.OpenAI, live) -> None:
+    """best_of_n's 8 candidates cost what the engine's own batch of n=8 costs, not 8
+    requests one after another. Measured against the engine on the same machine: how
+    much a batch of 8 gains over one sequence is the hardware's (on an AVX-512 machine
+    8 cost under 2x one; on an AVX2-only EPYC, where bf16 is emulated, 6.3x)."""
     kw = dict(max_tokens=64, temperature=1.0, seed=11)
     _create(client, live, STORY, {"strategy": "best_of_n", "samples": 2}, **kw)  # warm the prefix cache
     times = {}
-    for samples in (1, 8):
+    for label, reasoning, n in (("one", {"strategy": "best_of_n", "samples": 1}, 1),
+                                ("engine n=8", {"effort": "none"}, 8),
+                                ("best_of_n 8", {"strategy": "best_of_n", "samples": 8}, 1)):
         t0 = time.perf_counter()
-        r = _create(client, live, STORY, {"strategy": "best_of_n", "samples": samples}, **kw)
-        times[samples] = time.perf_counter() - t0
-        assert len(r.choices[0].model_extra["reasoning_trace"]["candidates"]) == samples
-        assert r.usage.completion_tokens >= samples * 32
-    assert times[8] < 2 * times[1], times
+        r = _create(client, live, STORY, reasoning, n=n, **kw)
+        times[label] = time.perf_counter() - t0
+        assert r.usage.completion_tokens >= 8 * 32 if label != "one" else r.usage.completion_tokens >= 32
+    assert len(r.choices[0].model_extra["reasoning_trace"]["candidates"]) == 8
+    assert times["best_of_n 8"] < 1.25 * times["engine n=8"], times
+    assert times["best_of_n 8"] < 8 * times["one"], times
+
+
+def test_deepconf_online_runs_a_warm_up_then_watches_the_rest(client: openai.OpenAI, live) -> None:
+    r = _create(client, live, STORY, {"strategy": "self_consistency", "samples": 8, "deepconf": True,
+                                      "early_stop": False}, max_tokens=64, temperature=1.0, seed=5)
+    trace = r.choices[0].model_extra["reasoning_trace"]
+    assert isinstance(trace["confidence_threshold"], float) and trace["confidence_threshold"] > 0
+    cands = trace["candidates"]
+    assert len(cands) == trace["started"] == 8
+    stopped = [c for c in cands if c.get("filtered")]
+    assert trace["filtered"] == len(stopped)
+    assert not any(c.get("filtered") for c in cands[:4])  # the warm-up runs to its end
+    # A candidate is judged on a whole window of its tokens (scoring.GROUP = 32).
+    assert all(c["aborted"] and c["tokens"] >= 32 and c["answer"] is None for c in stopped)
+    assert not cands[trace["selected"]].get("filtered")
+    assert r.usage.completion_tokens == sum(c["tokens"] for c in cands)
+    assert r.model_extra["reasoning_plan"]["deepconf_warmup"] == 4
 
 
 def test_early_stopping_saves_tokens_when_candidates_agree(client: openai.OpenAI, live) -> None:
     kw = dict(max_tokens=48, temperature=0.0)
-    fixed = _create(client, live, EASY, {"strategy": "self_consistency", "samples": 8, "early_stop": False}, **kw)
-    early = _create(client, live, EASY, {"strategy": "self_consistency", "samples": 8, "early_stop": True}, **kw)
+    fixed = _create(client, live, CAPITAL, {"strategy": "self_consistency", "samples": 8, "early_stop": False}, **kw)
+    early = _create(client, live, CAPITAL, {"strategy": "self_consistency", "samples": 8, "early_stop": True}, **kw)
     ft, et = fixed.choices[0].model_extra["reasoning_trace"], early.choices[0].model_extra["reasoning_trace"]
     assert et["early_stopped"] is True and ft["early_stopped"] is False
     assert et["answer"] == ft["answer"]

@@ -1,6 +1,7 @@
 """Sequential and search strategies on the real engine: revision, beam_search, auto."""
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 
@@ -45,6 +46,11 @@ async def test_strategy_runs_within_budget(live, reasoning) -> None:
 def test_stream_equals_non_stream(live, reasoning) -> None:
     body = {"model": live.model, "messages": _msgs(HARD[0]), "max_tokens": 64, "temperature": 0.8, "seed": 9,
             "reasoning": {**reasoning, "budget_tokens": 600}}
+    # Once first, so both compared runs read every phase's prefix from the cache: on
+    # vLLM's CPU build a prefix computed in the request and the same prefix read from
+    # the cache give slightly different bf16 logits, and a seeded sample at T 0.8 can
+    # then part ways (seen on revision and DVTS, also on the code before issue 13).
+    httpx.post(live.base_url + "/v1/chat/completions", json=body, headers=live.headers(), timeout=300)
     full, s = plain_and_streamed(live, body)
     assert s.finish_reasons()[0] == [full["choices"][0]["finish_reason"]]
 

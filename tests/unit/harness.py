@@ -28,6 +28,7 @@ from strategies.plan import Forcing, NoOptions, Plan
 from strategies.revision import RevisionOptions
 from strategies.runner import RunPlan
 from strategies.self_consistency import SelfConsistencyOptions
+from strategies.single import SingleOptions
 from strategies.tool_use import ToolUseOptions
 from strategies.tools import CodeRunner
 from strategies.trace import to_json
@@ -61,6 +62,8 @@ PRIORITY = 7
 # What a strategy's options are in these tests unless a test says otherwise:
 # everything off or minimal, so a test names what it exercises.
 OPTION_DEFAULTS: dict[str, tuple[type, dict[str, Any]]] = {
+    "single": (SingleOptions, {}),
+    "budget_forcing": (SingleOptions, {}),
     "self_consistency": (SelfConsistencyOptions, dict(
         samples=1, scorer=None, vote="majority", early_stop=False, window=0, stop_rule="esc",
         stop_threshold=0.95, share_prefix=False, stream_candidates=False)),

@@ -633,3 +633,47 @@ async def test_share_prefix_starts_one_candidate_then_the_rest_from_the_cache(st
     later = engine.calls[1:]
     assert len(later) == 3 and all(c.cached_tokens >= len(P) - 1 for c in later)
     check_accounting(setup, engine, events, usage)
+
+
+# DeepConf online. The scripted engine's token confidence is 0.5 + (id % 10) / 10:
+# "Y" (89) is confident, "Z" (90) is not.
+SURE = "Y" * 40 + "The answer is 7."
+UNSURE = "Z" * 40 + "The answer is 9."
+
+
+def deepconf_model(choice: int, k: int) -> Cand:
+    text = SURE if k < 4 else UNSURE
+    return Cand([*text, EOS])  # a character a delta: the filter can stop it midway
+
+
+@pytest.mark.asyncio
+async def test_deepconf_online_stops_low_confidence_candidates_after_the_warm_up() -> None:
+    base = make_plan(**dict(SC, max_tokens=300), samples=10)
+    plain_engine, plain_events, _ = await run(Setup(base, deepconf_model))
+    assert trace_of(plain_events, 0)["votes"] == {"9": 6, "7": 4}  # the unsure majority wins a plain vote
+    setup = Setup(vary(base, deepconf_warmup=4, deepconf_keep=0.9, vote="weighted"), deepconf_model)
+    engine, events, usage = await run(setup)
+    trace = trace_of(events, 0)
+    assert trace["answer"] == "7" and trace["votes"] == {"7": 4}
+    assert trace["filtered"] == 6 and trace["confidence_threshold"] > 0.5
+    cands = trace["candidates"]
+    assert [c.get("filtered", False) for c in cands] == [False] * 4 + [True] * 6
+    # Each unsure candidate is stopped once a whole window of its tokens is below the
+    # threshold (the engine may have run a few tokens ahead of the check), not at its end.
+    assert all(scoring.GROUP <= c["tokens"] < len(UNSURE) for c in cands[4:])
+    assert sorted(engine.aborted) == sorted(cand_id(k) for k in range(4, 10))
+    assert trace["tokens_saved_estimate"] > 0
+    # The warm-up ran alone: the threshold needs whole traces.
+    assert plain_engine.max_in_flight == 10 and engine.max_in_flight == 6
+    check_accounting(setup, engine, events, usage)
+
+
+def test_deepconf_threshold_is_a_quantile_of_the_warm_up() -> None:
+    assert scoring.percentile([1.0, 2.0, 3.0, 4.0], 0.0) == 1.0
+    assert scoring.percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5
+    assert scoring.percentile([1.0, 2.0], 1.0) == 2.0
+    lps = [TokenLogprob("a", -0.1 * (i % 7), ((("a", -0.1 * (i % 7)),))) for i in range(80)]
+    running = scoring.GroupConfidence()
+    running.feed(lps[:50])
+    running.feed(lps[50:])
+    assert running.lowest == pytest.approx(scoring.lowest_group_confidence(lps))

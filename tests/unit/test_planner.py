@@ -12,6 +12,7 @@ from server.wire import ChatCompletionRequest
 from strategies import registry
 from strategies.engine import Sampling
 from strategies.plan import Plan
+from strategies.probe import ProbeOptions
 
 # The numbers below are pinned here rather than read from configs/, so the
 # table stays right when the shipped presets are retuned.
@@ -42,6 +43,9 @@ THINK_OFF = {"thinking": False, "max_thinking_tokens": None, "min_thinking_token
 # its own typed options: a plan has no samples, rounds or beam_width unless its strategy
 # reads them (before, every plan carried them all, at 1 or 0).
 ABSENT = "<absent>"
+
+
+HESITATION = ("wait", "hmm", "but", "however", "alternatively", "maybe", "unsure")
 
 
 def field(plan: Plan, name: str) -> Any:
@@ -91,6 +95,10 @@ VALID = [
      {"samples": 4, "strategy": "self_consistency", "early_stop": True, "scorer": None}),
     ("best-of-n-default-scorer", {"reasoning": {"strategy": "best_of_n", "samples": 3}},
      {"samples": 3, "scorer": "confidence", "early_stop": ABSENT}),  # best_of_n never stops early
+    # Issue 13: the probe's settings come from [probe] and show in the plan.
+    ("probe-on-effort-low", {"reasoning": {"effort": "low", "probe": True}},
+     {"strategy": "budget_forcing", "probe": ProbeOptions(64, 3, 0.95, 16, "Final answer:", HESITATION)}),
+    ("no-probe-by-default", {"reasoning_effort": "low"}, {"strategy": "budget_forcing", "probe": None}),
     ("self-consistency-weighted", {"reasoning": {"strategy": "self_consistency", "scorer": "confidence"}},
      {"vote": "weighted"}),
     ("best-of-n-judge", {"reasoning": {"strategy": "best_of_n", "scorer": "self_judge",
@@ -199,6 +207,17 @@ INVALID = [
     # Issue 11: best_of_n scores every candidate; early_stop on it was silently ignored before.
     ("early-stop-with-best-of-n", {"reasoning": {"strategy": "best_of_n", "early_stop": True}},
      "reasoning.early_stop", None),
+    # DeepConf online is self_consistency's, and needs candidates after its warm-up of 4.
+    ("deepconf-with-best-of-n", {"reasoning": {"strategy": "best_of_n", "deepconf": True}},
+     "reasoning.deepconf", None),
+    ("deepconf-no-room-after-warm-up", {"reasoning": {"strategy": "self_consistency", "samples": 4,
+                                                      "deepconf": True}}, "reasoning.samples", None),
+    # Issue 13: the probe ends thinking early; without thinking there is nothing to end,
+    # and the parallel strategies do not probe their candidates.
+    ("probe-without-thinking", {"reasoning": {"strategy": "single", "effort": "none", "probe": True}},
+     "reasoning.probe", None),
+    ("probe-with-self-consistency", {"reasoning": {"strategy": "self_consistency", "probe": True}},
+     "reasoning.probe", None),
     # Issue 11, the answer reserve: an explicit thinking cap or minimum that leaves the
     # answer less than min(128, max_tokens // 2) of the client's max_tokens is refused.
     ("thinking-cap-leaves-no-answer-room", {"max_completion_tokens": 100, "reasoning": {"max_thinking_tokens": 80}},
