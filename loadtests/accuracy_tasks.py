@@ -15,9 +15,14 @@ directly sits well inside (0, 1) and a different kind of compute helps each:
 - ``json``: an order's total and its most expensive line as a JSON object, the
   answer checked field by field (structured output with a checkable answer).
 
-Grading is strict: a numeric answer is the number on the *last* ``Answer:`` line
-(``**Answer:** 1,234`` and ``Answer: $1234.`` read as 1234); without such a line
-the response is wrong, whatever numbers it contains. A JSON answer must parse as
+Grading is strict: a numeric answer is the one integer in the *last*
+``\boxed{...}`` (``\boxed{1,234}`` and ``\boxed{\$1234}`` read as 1234); without
+one the response is wrong, whatever numbers it contains. The prompt asks for
+plain-text reasoning and a boxed answer. That wording was chosen on development
+seed 1, never on the evaluation seed: asked for an ``Answer: <number>`` line,
+Qwen2.5-Coder-1.5B boxed its answer anyway in 10 of 10 word problems (graded 0/10
+though 3 were right), and without "no code" it often wrote a program and then
+invented its output. A JSON answer must parse as
 one object (a single fenced block is unwrapped) with exactly the asked keys and
 values.
 """
@@ -30,7 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-ANSWER_LINE = "Give the final answer on the last line as 'Answer: <number>'."
+ANSWER_LINE = ("Reason step by step in plain text, without code. "
+               "Put the final answer, a single number, in \\boxed{}.")
 JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"total": {"type": "integer"}, "most_expensive": {"type": "string"}},
@@ -51,25 +57,33 @@ class Task:
         return numeric_answer(content) == self.truth
 
 
-# "Answer:" possibly in bold, then a number possibly with $, thousands commas, bold, a final period.
-_ANSWER = re.compile(r"^[ \t>*_#-]*answer[*_]*\s*[:=]\s*[*_]*\s*\$?\s*(-?\d{1,3}(?:,\d{3})+|-?\d+)(?:\.0+)?[*_]*\s*\.?\s*$",
-                     re.I | re.M)
-_ANY_ANSWER = re.compile(r"^[ \t>*_#-]*answer[*_]*\s*[:=]", re.I | re.M)
+# The contents of a box: one integer, possibly with $ (or \\$), thousands commas, ".0".
+_NUMBER_IN_BOX = re.compile(r"\s*(?:\\?\$)?\s*(-?\d{1,3}(?:,\d{3})+|-?\d+)(?:\.0+)?\s*")
+
+
+def _last_box(text: str) -> str | None:
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 1, start + len("\\boxed{")
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j]
+    return None
 
 
 def numeric_answer(content: str | None) -> int | None:
-    """The integer on the last ``Answer:`` line, or None (a last Answer line that
-    is not one plain number, say "Answer: 12 or 13", is no answer)."""
+    """The integer in the last ``\\boxed{}``, or None (a last box that is not one
+    plain integer, say ``\\boxed{12 or 13}`` or ``\\boxed{x + 1}``, is no answer)."""
     if not content:
         return None
-    lines = list(_ANY_ANSWER.finditer(content))
-    if not lines:
+    box = _last_box(content)
+    if box is None:
         return None
-    last = lines[-1]
-    m = _ANSWER.match(content, last.start())
-    if m is None:
-        return None
-    return int(m.group(1).replace(",", ""))
+    box = re.sub(r"\\text\{[^{}]*\}", "", box)  # \\boxed{42 \\text{ apples}}
+    m = _NUMBER_IN_BOX.fullmatch(box)
+    return int(m.group(1).replace(",", "")) if m else None
 
 
 _FENCE = re.compile(r"^```(?:json)?\s*\n(.*?)\n?```$", re.S)

@@ -13,7 +13,8 @@ ponder's ``reasoning`` object in ``extra_body``; tokens are the server's exact
 
 Configurations (``CONFIGS``): greedy and sampled direct answers (temperature is
 compared, not fixed), s1 budget forcing (thinking efforts), self-consistency at
-two temperatures, DeepConf-weighted votes, PAL and ReAct (the code tool), and a
+two temperatures, DeepConf-weighted votes, probe-based early exit from thinking
+(``reasoning.probe``), PAL and ReAct (the code tool), and a
 vote over PAL runs. ``samples8`` asks for ``n=8`` direct samples once per problem
 and draws majority-of-k curves offline (k = 1..8, votes over the strict answers),
 the cheap way to see how voting scales; the server's own ``self_consistency`` runs
@@ -64,6 +65,10 @@ CONFIGS: list[Config] = [
     Config("sample T0.7", NONE, 0.7),
     Config("think low", {"effort": "low"}),
     Config("think medium", {"effort": "medium"}),
+    Config("think high", {"effort": "high"}),
+    # Probe-based early exit (Dynasor-CoT / DEER) against the same effort without it.
+    Config("think medium probe", {"effort": "medium", "probe": True}),
+    Config("think high probe", {"effort": "high", "probe": True}),
     Config("samples8 T0.7", NONE, 0.7, n=8, in_flight=4),
     Config("samples8 T0.4", NONE, 0.4, n=8, in_flight=4),
     Config("sc5 T0.7", {"strategy": "self_consistency", "samples": 5, "effort": "none"}, 0.7, in_flight=4),

@@ -155,3 +155,33 @@ def test_forced_continuations_reuse_the_prefix_cache(client: openai.OpenAI, live
     forced = r'^ponder_thinking_forced_(ends|continuations)_total\{effort="[a-z]+",strategy="budget_forcing"\} [1-9]'
     assert re.search(forced,
                      metrics, re.M)
+
+
+@pytest.mark.parametrize("strategy", ["single", "budget_forcing"])
+def test_probes_end_the_thinking_once_the_answer_settles(live, strategy: str) -> None:
+    """Dynasor-CoT / DEER (strategies/probe.py): probes every 64 thinking tokens, read
+    from the cached prefix, never shown, counted as reasoning; greedy thinking about
+    a question the model answers the same way each time settles before the cap."""
+    body = {"model": live.model, "messages": _msgs(PROMPTS[2]), "temperature": 0, "max_tokens": 800,
+            "reasoning": {"strategy": strategy, "max_thinking_tokens": 512, "probe": True}}
+    full = httpx.post(live.base_url + "/v1/chat/completions", json=body, headers=live.headers(), timeout=300).json()
+    trace, usage = full["choices"][0]["reasoning_trace"]["thinking"], full["usage"]
+    assert full["reasoning_plan"]["probe_interval"] == 64
+    assert trace["exited_by_probe"] is True and not trace["cut_by_budget"], trace
+    assert trace["tokens"] < 512 and trace["tokens"] % 64 == 0
+    assert len(trace["probe_answers"]) == trace["probes"] == trace["tokens"] // 64
+    last = trace["probe_answers"][-3:]
+    assert len(set(last)) == 1 or trace["probes"] < 3  # three agreeing, or one confident probe
+    engine = usage["engine"]
+    assert engine["requests"] == trace["engine_requests"] + trace["probes"] + 1
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == trace["tokens"] + trace["probe_tokens"]
+    # Each probe re-reads prompt + thinking from the KV cache.
+    assert engine["cached_tokens"] >= sum(range(64, trace["tokens"] + 1, 64))
+    # Streamed, the thinking shown is the same and holds no probe.
+    s = post_stream(live.base_url, {**body, "stream": True, "stream_options": {"include_usage": True}},
+                    live.headers())
+    joined = s.joined(1)[0]
+    assert joined["reasoning_content"] == full["choices"][0]["message"]["reasoning_content"]
+    assert "Final answer:" not in joined["reasoning_content"]
+    assert joined["content"] == full["choices"][0]["message"]["content"]
+    assert s.chunks[-1]["usage"]["completion_tokens"] == usage["completion_tokens"]

@@ -12,19 +12,24 @@ from loadtests.bench_accuracy import majority_at
 
 
 @pytest.mark.parametrize(("content", "expected"), [
-    ("Answer: 42", 42),
-    ("So the total is 40.\nAnswer: 42", 42),
-    ("**Answer:** 1,234", 1234),
-    ("Answer: $1234.", 1234),
-    ("answer = -17", -17),
-    ("Answer: 56.00", 56),
-    ("### Answer: **7**", 7),
-    ("Answer: 3\nwait, no.\nAnswer: 5", 5),   # the last Answer line counts
-    ("Answer: 12 or 13", None),                # not one plain number
-    ("Answer: 12.5", None),                    # not an integer
-    ("The answer is 42.", None),               # no Answer line: wrong, whatever it contains
-    ("Answer: 1,23", None),                    # not a thousands grouping
-    ("Answer:", None),
+    (r"\boxed{42}", 42),
+    ("So the total is 40 + 2.\n" r"Therefore the answer is \(\boxed{42}\).", 42),
+    (r"\boxed{1,234}", 1234),
+    (r"\boxed{\$1234}", 1234),
+    (r"\boxed{$ 1234}", 1234),
+    (r"\boxed{-17}", -17),
+    (r"\boxed{56.00}", 56),
+    (r"\boxed{42 \text{ apples}}", 42),
+    (r"\boxed{3} wait, no: \boxed{5}", 5),    # the last box counts
+    (r"\boxed{12 or 13}", None),              # not one plain integer
+    (r"\boxed{12.5}", None),                  # not an integer
+    (r"\boxed{x + 1}", None),
+    (r"\boxed{1,23}", None),                  # not a thousands grouping
+    (r"\boxed{50\%}", None),                  # not a count
+    (r"\boxed{}", None),
+    (r"\boxed{42", None),                     # never closed
+    ("Answer: 42", None),                     # no box: wrong, whatever it contains
+    ("The answer is 42.", None),
     ("", None),
     (None, None),
 ], ids=lambda v: repr(v)[:30])
@@ -51,11 +56,11 @@ def test_families_are_seeded_and_graded_by_their_truth(family):
     # Problem i does not depend on how many are drawn.
     assert tasks(family, 3, seed=1) == first[:3]
     for t in first:
-        right = json.dumps(t.truth) if isinstance(t.truth, dict) else f"Work.\nAnswer: {t.truth}"
+        right = json.dumps(t.truth) if isinstance(t.truth, dict) else f"Work.\nSo it is \\(\\boxed{{{t.truth}}}\\)."
         wrong = (json.dumps({**t.truth, "total": t.truth["total"] + 1}) if isinstance(t.truth, dict)
-                 else f"Answer: {t.truth + 1}")
+                 else f"\\boxed{{{t.truth + 1}}}")
         assert t.grade(right) and not t.grade(wrong)
-        assert ("Answer:" in prompt(t)) == (family != "json")
+        assert ("\\boxed{}" in prompt(t)) == (family != "json")
 
 
 def test_word_problem_answers_are_whole():
@@ -65,7 +70,7 @@ def test_word_problem_answers_are_whole():
 
 def test_majority_vote_counts_only_answers():
     t = tasks("arith", 1, seed=1)[0]
-    right, wrong = f"Answer: {t.truth}", f"Answer: {t.truth + 1}"
+    right, wrong = f"\\boxed{{{t.truth}}}", f"\\boxed{{{t.truth + 1}}}"
     rng = random.Random(0)
     assert majority_at(t, [right, right, wrong], 3, rng) == 1.0
     assert majority_at(t, [wrong, wrong, right], 3, rng) == 0.0
