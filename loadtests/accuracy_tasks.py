@@ -16,7 +16,7 @@ directly sits well inside (0, 1) and a different kind of compute helps each:
   answer checked field by field (structured output with a checkable answer).
 
 Grading is strict: a numeric answer is the one integer in the *last*
-``\boxed{...}`` (``\boxed{1,234}`` and ``\boxed{\$1234}`` read as 1234); without
+``\boxed{...}`` (``\boxed{1,234}`` and ``\boxed{\\$1234}`` read as 1234); without
 one the response is wrong, whatever numbers it contains. The prompt asks for
 plain-text reasoning and a boxed answer. That wording was chosen on development
 seed 1, never on the evaluation seed: asked for an ``Answer: <number>`` line,
