@@ -161,9 +161,12 @@ def test_forced_continuations_reuse_the_prefix_cache(client: openai.OpenAI, live
 def test_probes_end_the_thinking_once_the_answer_settles(live, strategy: str) -> None:
     """Dynasor-CoT / DEER (strategies/probe.py): probes every 64 thinking tokens, read
     from the cached prefix, never shown, counted as reasoning; greedy thinking about
-    a question the model answers the same way each time settles before the cap."""
+    a question the model answers the same way each time settles before the cap. The
+    small model ends its own thinking after ~9 tokens, so a floor of 64 ("Wait")
+    keeps it thinking; probes start at the floor."""
     body = {"model": live.model, "messages": _msgs(PROMPTS[2]), "temperature": 0, "max_tokens": 800,
-            "reasoning": {"strategy": strategy, "max_thinking_tokens": 512, "probe": True}}
+            "reasoning": {"strategy": strategy, "min_thinking_tokens": 64, "max_thinking_tokens": 512,
+                          "probe": True}}
     full = httpx.post(live.base_url + "/v1/chat/completions", json=body, headers=live.headers(), timeout=300).json()
     trace, usage = full["choices"][0]["reasoning_trace"]["thinking"], full["usage"]
     assert full["reasoning_plan"]["probe_interval"] == 64
