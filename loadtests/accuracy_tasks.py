@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from strategies.answers import boxed
+
 ANSWER_LINE = ("Reason step by step in plain text, without code. "
                "Put the final answer, a single number, in \\boxed{}.")
 JSON_SCHEMA: dict[str, Any] = {
@@ -61,24 +63,12 @@ class Task:
 _NUMBER_IN_BOX = re.compile(r"\s*(?:\\?\$)?\s*(-?\d{1,3}(?:,\d{3})+|-?\d+)(?:\.0+)?\s*")
 
 
-def _last_box(text: str) -> str | None:
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 1, start + len("\\boxed{")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return None
-
-
 def numeric_answer(content: str | None) -> int | None:
     """The integer in the last ``\\boxed{}``, or None (a last box that is not one
     plain integer, say ``\\boxed{12 or 13}`` or ``\\boxed{x + 1}``, is no answer)."""
     if not content:
         return None
-    box = _last_box(content)
+    box = boxed(content)
     if box is None:
         return None
     box = re.sub(r"\\text\{[^{}]*\}", "", box)  # \\boxed{42 \\text{ apples}}

@@ -26,7 +26,8 @@ _FRAC = re.compile(r"\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
-def _boxed(text: str) -> str | None:
+def boxed(text: str) -> str | None:
+    """The contents of the last ``\\boxed{...}`` (braces balanced), or None."""
     start = text.rfind("\\boxed{")
     if start < 0:
         return None
@@ -43,9 +44,9 @@ def extract(text: str) -> str | None:
     text = text.strip().replace("\u2212", "-")  # a typeset minus sign is still a minus
     if not text:
         return None
-    boxed = _boxed(text)
-    if boxed is not None:
-        return boxed.strip()
+    box = boxed(text)
+    if box is not None:
+        return box.strip()
     said = _ANSWER_IS.findall(text)
     if said:
         return _ANSWER_END.split(said[-1].strip(), 1)[0].strip(" *").rstrip(". ").strip(" *")

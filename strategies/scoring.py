@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 
 from .context import RunContext
@@ -67,30 +68,30 @@ class GroupConfidence:
 
     def __init__(self, group: int = GROUP) -> None:
         self.group = group
-        self._conf: list[float] = []
+        self._last: deque[float] = deque(maxlen=group)  # only the window is kept
         self._window = 0.0
         self._lowest: float | None = None
 
     def feed(self, logprobs: Sequence[TokenLogprob]) -> None:
         for lp in logprobs:
             c = token_confidence(lp)
-            self._conf.append(c)
+            if len(self._last) == self.group:
+                self._window -= self._last[0]  # leaves the window as c enters it
+            self._last.append(c)
             self._window += c
-            if len(self._conf) > self.group:
-                self._window -= self._conf[-self.group - 1]
-            if len(self._conf) >= self.group:
+            if len(self._last) == self.group:
                 mean = self._window / self.group
                 self._lowest = mean if self._lowest is None else min(self._lowest, mean)
 
     @property
     def current(self) -> float | None:
-        return self._window / self.group if len(self._conf) >= self.group else None
+        return self._window / self.group if len(self._last) == self.group else None
 
     @property
     def lowest(self) -> float:
         if self._lowest is not None:
             return self._lowest
-        return sum(self._conf) / len(self._conf) if self._conf else 0.0
+        return self._window / len(self._last) if self._last else 0.0
 
 
 def percentile(values: Sequence[float], q: float) -> float:

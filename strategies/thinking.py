@@ -120,13 +120,9 @@ class Think(Phase[Thought]):
                 ids = done.continuation_ids()
                 if probe_now:
                     since_probe = 0
-                    if self.tokens >= floor:
-                        watch = self.watch
-                        limit = plan.max_tokens - ctx.ledger.generated - 1  # the answer keeps a token
-                        watch.add(await probe(ctx, ids, watch.options, len(watch.results), limit))  # type: ignore[union-attr]
-                        if watch.settled:  # type: ignore[union-attr]
-                            settled = True
-                            break
+                    if self.tokens >= floor and await self._probe_settles(ids):
+                        settled = True
+                        break
                     continue
                 if nudge_now:
                     self.nudged = True
@@ -152,7 +148,7 @@ class Think(Phase[Thought]):
             ids = done.continuation_ids() if closed else body
             break
         if not closed:
-            if cut and wrapup and not settled:
+            if cut and wrapup:
                 ids += wrapup
                 yield Thinking(ctx.choice, forcing.wrapup)
             ids += ctx.think_suffix_ids
@@ -163,6 +159,14 @@ class Think(Phase[Thought]):
             tokens=self.tokens, finish_reason=finish_reason, cut_by_budget=cut, closed_by_model=closed,
             forced_continuations=self.continuations, nudged=self.nudged, engine_requests=self.requests,
             tool_call=True if marker else None, **self._probe_trace(settled)), "" if held else marker, held))
+
+    async def _probe_settles(self, ids: tuple[int, ...]) -> bool:
+        """Probe the answer after thinking ``ids``; whether the probes now settle it."""
+        watch = self.watch
+        assert watch is not None
+        limit = self.plan.max_tokens - self.ctx.ledger.generated - 1  # the answer keeps a token
+        watch.add(await probe(self.ctx, ids, watch.options, len(watch.results), limit))
+        return watch.settled
 
     def _probe_trace(self, settled: bool) -> dict[str, object]:
         if self.watch is None:
