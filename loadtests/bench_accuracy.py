@@ -46,6 +46,12 @@ from loadtests.common import exit_on_sigterm, ponder_server
 
 MAX_TOKENS = 1024
 BUDGETS = (1, 2, 4, 8)
+# Token savings at equal accuracy (issue 13): (adaptive configuration, its plain
+# baseline, k). k > 0: the baseline is a samples-n run, scored per problem as the
+# majority of its k samples (plain self-consistency over k, same problems and
+# temperature); k == 0: the baseline is an ordinary run.
+SAVINGS = (("sc8 T0.7 deepconf", "samples8 T0.7", 8), ("sc8 T0.7 deepconf", "sc8 T0.7", 0),
+           ("think medium probe", "think medium", 0), ("think high probe", "think high", 0))
 
 
 @dataclass(frozen=True)
@@ -151,26 +157,32 @@ async def run_config(client, model: str, family: str, problems: list[Task], cfg:
     t0 = time.perf_counter()
     records = await asyncio.gather(*(one(t) for t in problems))
     wall = time.perf_counter() - t0
-    n = len(records)
     row = {"config": cfg.label, "family": family, "reasoning": cfg.reasoning, "temperature": cfg.temperature,
-           "n": cfg.n, "problems": n, "wall_s": wall, "errors": sum("error" in r for r in records),
+           "n": cfg.n, "problems": len(records), "wall_s": wall, "errors": sum("error" in r for r in records),
            "records": records}
-    if cfg.n == 1:
-        k = sum(r["correct"] for r in records)
-        return {**row, "points": [_point(cfg.label, k, n, sum(r["tokens"] for r in records) / n, wall / n)]}
+    return {**row, "points": points(row, problems, seed)}
+
+
+def points(row: dict[str, Any], problems: list[Task], seed: int) -> list[dict[str, Any]]:
+    """The run's accuracy points: one, or for a samples-n run the majority of k samples
+    for k = 1..n at k/n of the request's tokens and time."""
+    records, n = row["records"], len(row["records"])
+    wall, tokens = row["wall_s"] / row["problems"], sum(r["tokens"] for r in records) / n
+    if row["n"] == 1:
+        return [_point(row["config"], sum(r["correct"] for r in records), n, tokens, wall)]
     rng = random.Random(seed)
-    points = []
-    for k in range(1, cfg.n + 1):  # majority of k samples, k/n of the request's tokens and time
-        acc = sum(majority_at(t, r["contents"], k, rng) for t, r in zip(problems, records) if r["contents"])
-        points.append(_point(f"{cfg.label} maj@{k}", acc, n, sum(r["tokens"] for r in records) / n * k / cfg.n,
-                             wall / n * k / cfg.n))
-    return {**row, "points": points}
+    by_index = {t.index: t for t in problems}
+    out = []
+    for k in range(1, row["n"] + 1):
+        acc = sum(majority_at(by_index[r["index"]], r["contents"], k, rng) for r in records if r["contents"])
+        out.append(_point(f"{row['config']} maj@{k}", acc, n, tokens * k / row["n"], wall * k / row["n"]))
+    return out
 
 
 def _point(label: str, correct: float, n: int, tokens: float, wall: float) -> dict[str, Any]:
     lo, hi = wilson(round(correct), n)
     return {"label": label, "correct": correct, "problems": n, "accuracy": correct / n, "ci95": [lo, hi],
-            "mean_tokens": tokens, "wall_per_problem_s": wall}
+            "mean_tokens": tokens, "wallper_problem_s": wall}
 
 
 async def run(base: str, model: str, families: list[str], n: int, seed: int, configs: list[Config],
@@ -192,7 +204,7 @@ async def run(base: str, model: str, families: list[str], n: int, seed: int, con
             for p in row["points"]:
                 if cfg.n == 1 or p["label"].endswith(("maj@1", "maj@3", "maj@5", f"maj@{cfg.n}")):
                     print(f"  {family:6s} {p['label']:22s} {p['correct']:5.1f}/{n} [{p['ci95'][0]:.2f}-"
-                          f"{p['ci95'][1]:.2f}] {p['mean_tokens']:6.0f} tok {p['wall_per_problem_s']:5.1f} s/problem"
+                          f"{p['ci95'][1]:.2f}] {p['mean_tokens']:6.0f} tok {p['wallper_problem_s']:5.1f} s/problem"
                           f"{'  errors ' + str(row['errors']) if row['errors'] else ''}", flush=True)
     await client.close()
     return rows
@@ -208,7 +220,7 @@ def tables(rows: list[dict[str, Any]]) -> str:
         for p in points:
             out.append(f"| {p['label']} | {p['correct']:.1f}/{p['problems']} | {p['accuracy']:.2f} "
                        f"[{p['ci95'][0]:.2f}-{p['ci95'][1]:.2f}] | {p['mean_tokens']:.0f} | "
-                       f"{p['mean_tokens'] / base['mean_tokens']:.1f} | {p['wall_per_problem_s']:.2f} |")
+                       f"{p['mean_tokens'] / base['mean_tokens']:.1f} | {p['wallper_problem_s']:.2f} |")
         out += ["", "| budget (x greedy tokens) | best configuration | accuracy [95 % CI] | vs greedy |",
                 "|---|---|---|---|"]
         for b in BUDGETS:
@@ -220,6 +232,58 @@ def tables(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def per_problem(row: dict[str, Any], k: int, seed: int) -> dict[int, tuple[float, float]]:
+    """index -> (correctness, tokens) of one run; k > 0 scores a samples-n run as the
+    majority of k of its samples, at k/n of its tokens."""
+    if not k:
+        return {r["index"]: (float(r["correct"]), float(r["tokens"])) for r in row["records"]}
+    rng = random.Random(seed)
+    problems = {t.index: t for t in tasks(row["family"], row["problems"], seed)}
+    return {r["index"]: (majority_at(problems[r["index"]], r["contents"], k, rng) if r["contents"] else 0.0,
+                         r["tokens"] * k / row["n"]) for r in row["records"]}
+
+
+def paired(a: dict[int, tuple[float, float]], b: dict[int, tuple[float, float]], draws: int = 4000,
+           seed: int = 0) -> dict[str, Any]:
+    """Token ratio a/b and accuracy difference a-b on the problems both ran, each with
+    a 95 % paired bootstrap interval over problems (resampled together, so a problem's
+    difficulty moves both sides)."""
+    keys = sorted(set(a) & set(b))
+    rng = random.Random(seed)
+
+    def stats(ks: list[int]) -> tuple[float, float]:
+        ta, tb = sum(a[i][1] for i in ks), sum(b[i][1] for i in ks)
+        return (ta / tb if tb else float("nan")), sum(a[i][0] - b[i][0] for i in ks) / len(ks)
+
+    ratio, diff = stats(keys)
+    boots = sorted(stats([rng.choice(keys) for _ in keys]) for _ in range(draws))
+    ratios, diffs = sorted(x for x, _ in boots), sorted(y for _, y in boots)
+    lo, hi = int(0.025 * draws), int(0.975 * draws) - 1
+    return {"problems": len(keys), "token_ratio": ratio, "token_ratio_ci95": [ratios[lo], ratios[hi]],
+            "accuracy_a": sum(a[i][0] for i in keys) / len(keys), "accuracy_b": sum(b[i][0] for i in keys) / len(keys),
+            "accuracy_diff": diff, "accuracy_diff_ci95": [diffs[lo], diffs[hi]]}
+
+
+def savings(rows: list[dict[str, Any]], seed: int) -> str:
+    """The SAVINGS pairs that both ran, per family, as a table."""
+    out = ["\n### token savings at equal accuracy (paired over problems, 95 % bootstrap)\n",
+           "| family | adaptive | baseline | problems | tokens adaptive / baseline | accuracy adaptive vs baseline "
+           "| difference |", "|---|---|---|---|---|---|---|"]
+    found = False
+    for family in dict.fromkeys(r["family"] for r in rows):
+        by = {r["config"]: r for r in rows if r["family"] == family}
+        for a, b, k in SAVINGS:
+            if a in by and b in by:
+                found = True
+                s = paired(per_problem(by[a], 0, seed), per_problem(by[b], k, seed))
+                base = f"{b} maj@{k}" if k else b
+                out.append(f"| {family} | {a} | {base} | {s['problems']} | {s['token_ratio']:.2f} "
+                           f"[{s['token_ratio_ci95'][0]:.2f}-{s['token_ratio_ci95'][1]:.2f}] | "
+                           f"{s['accuracy_a']:.2f} vs {s['accuracy_b']:.2f} | {100 * s['accuracy_diff']:+.0f} points "
+                           f"[{100 * s['accuracy_diff_ci95'][0]:+.0f}, {100 * s['accuracy_diff_ci95'][1]:+.0f}] |")
+    return "\n".join(out) if found else ""
+
+
 def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
@@ -229,7 +293,7 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, 2, figsize=(13, 5))
         for r in (r for r in rows if r["family"] == family):
             pts = r["points"]
-            for ax, x in zip(axes, ("mean_tokens", "wall_per_problem_s")):
+            for ax, x in zip(axes, ("mean_tokens", "wallper_problem_s")):
                 xs, ys = [p[x] for p in pts], [p["accuracy"] for p in pts]
                 err = [[p["accuracy"] - p["ci95"][0] for p in pts], [p["ci95"][1] - p["accuracy"] for p in pts]]
                 if len(pts) > 1:
@@ -252,18 +316,52 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     return paths
 
 
+def report(paths: list[Path], out: Path, first: int | None = None) -> None:
+    """Tables and plots over runs made separately (a family's configurations run one
+    invocation at a time on a slow machine); later files win for a repeated label.
+    ``first``: only problems 0..first-1, so runs of different sizes compare on the
+    same problems."""
+    runs = [json.loads(path.read_text()) for path in paths]
+    seeds = {r["seed"] for r in runs}
+    if len(seeds) != 1:
+        raise SystemExit(f"runs of different seeds {sorted(seeds)} cannot be merged")
+    merged: dict[tuple[str, str], dict] = {}
+    for run_ in runs:
+        for row in run_["rows"]:
+            merged[(row["family"], row["config"])] = row
+    seed = seeds.pop()
+    rows = []
+    for row in merged.values():
+        records = [r for r in row["records"] if first is None or r["index"] < first]
+        row = {**row, "records": records, "problems": len(records),
+               "wall_s": row["wall_s"] * len(records) / row["problems"]}
+        rows.append({**row, "points": points(row, tasks(row["family"], len(records), seed), seed)})
+    out.mkdir(parents=True, exist_ok=True)
+    text = tables(rows) + savings(rows, seed)
+    (out / "report.md").write_text(text + "\n")
+    print(text)
+    for path in plots(rows, out):
+        print("plot:", path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base-url")
     p.add_argument("--model", default="Qwen2.5-Coder-1.5B-Instruct")
     p.add_argument("--preset", default="qwen2.5-coder-1.5b", help="served when no --base-url is given")
     p.add_argument("--families", default=",".join(FAMILIES))
-    p.add_argument("--problems", type=int, default=40)
+    p.add_argument("--problems", type=int, help="problems a family (default 40; with --report: only the first N)")
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--configs", help="comma-separated labels (default: all)")
     p.add_argument("--out", type=Path, default=Path("loadtests/out"))
+    p.add_argument("--report", type=Path, nargs="+", metavar="JSON",
+                   help="run nothing: merge these runs' records (same seed) into the tables and plots")
     a = p.parse_args()
     exit_on_sigterm()
+    if a.report:
+        report(a.report, a.out, a.problems)
+        return
+    a.problems = a.problems or 40
     wanted = a.configs.split(",") if a.configs else None
     configs = [c for c in CONFIGS if wanted is None or c.label in wanted]
     unknown = set(wanted or ()) - {c.label for c in configs}
@@ -282,7 +380,7 @@ def main() -> None:
             rows = asyncio.run(run(served.base, a.model, families, a.problems, a.seed, configs, save))
     stem.with_suffix(".json").write_text(json.dumps({"seed": a.seed, "problems": a.problems, "rows": rows},
                                                     indent=1))
-    text = tables(rows)
+    text = tables(rows) + savings(rows, a.seed)
     stem.with_suffix(".md").write_text(text + "\n")
     print(text)
     for path in plots(rows, a.out):

@@ -113,6 +113,13 @@ class EngineSection(_Frozen):
     # Absent: vLLM's own default.
     max_num_batched_tokens: int | None = None
     dtype: str
+    # The CPU build without native bf16 (no avx512_bf16 / amx_bf16: AVX2-only x86)
+    # emulates it; this dtype (say "float32") then replaces "bfloat16". Absent: keep it.
+    cpu_dtype_without_bf16: str | None = None
+    # VLLM_CPU_OMP_THREADS_BIND for the CPU build: "all" binds the compute threads to
+    # every CPU this process may use; any other value is vLLM's own syntax ("0-3",
+    # "nobind"). Absent: vLLM's "auto", which keeps a core free for the front end.
+    cpu_threads_bind: str | None = None
     seed: int
     gpu_memory_utilization: float = Field(gt=0, le=1)
     enforce_eager: bool

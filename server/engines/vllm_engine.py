@@ -53,12 +53,40 @@ def engine_args(engine: EngineSection, model: str, served_model_name: str) -> As
         # failure" on every start, ~40 s here); torch.compile's own cache works, and
         # the engine starts in 44 s instead of 83. An operator's setting wins.
         os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
-    kwargs: dict[str, Any] = engine.model_dump(exclude={"kv_cache_space_gib", "extra", "max_num_batched_tokens"})
+        if engine.cpu_threads_bind is not None:
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_threads_bind(engine.cpu_threads_bind))
+    kwargs: dict[str, Any] = engine.model_dump(exclude={"kv_cache_space_gib", "extra", "max_num_batched_tokens",
+                                                        "cpu_dtype_without_bf16", "cpu_threads_bind"})
+    if (current_platform.is_cpu() and engine.cpu_dtype_without_bf16 and engine.dtype in ("bfloat16", "bf16")
+            and not cpu_has_native_bf16()):
+        log.info("this CPU has no native bf16 (no avx512_bf16 / amx_bf16): dtype %s instead of %s",
+                 engine.cpu_dtype_without_bf16, engine.dtype)
+        kwargs["dtype"] = engine.cpu_dtype_without_bf16
     if engine.max_num_batched_tokens is not None:
         kwargs["max_num_batched_tokens"] = engine.max_num_batched_tokens
     kwargs.update(model=model, served_model_name=[served_model_name], disable_log_stats=False)
     kwargs.update(engine.extra)
     return AsyncEngineArgs(**kwargs)
+
+
+def cpu_threads_bind(value: str) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for the ``cpu_threads_bind`` setting ("all": the CPUs
+    this process may run on, as vLLM's id list)."""
+    if value != "all":
+        return value
+    return ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True when the CPU computes bf16 natively (x86 avx512_bf16 or amx_bf16; any
+    non-x86 CPU is given the benefit of the doubt, as vLLM itself does)."""
+    try:
+        with open(cpuinfo) as fh:
+            text = fh.read()
+    except OSError:
+        return True
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), None)
+    return flags is None or bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
 def _structured(c: Structured | None) -> StructuredOutputsParams | None:

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from loadtests.accuracy_tasks import FAMILIES, json_answer, numeric_answer, prompt, tasks
-from loadtests.bench_accuracy import majority_at
+from loadtests.bench_accuracy import per_problem, majority_at, paired
 
 
 @pytest.mark.parametrize(("content", "expected"), [
@@ -78,3 +78,27 @@ def test_majority_vote_counts_only_answers():
     assert majority_at(t, ["no idea", "???", right], 3, rng) == 1.0
     # A tie is broken at random: worth one half.
     assert majority_at(t, [right, wrong], 2, rng) == 0.5
+
+
+def test_paired_savings_ratio_and_difference():
+    # Adaptive spends half the tokens on every problem and loses one of ten.
+    base = {i: (1.0, 100.0) for i in range(10)}
+    adaptive = {i: (float(i != 3), 50.0) for i in range(10)}
+    s = paired(adaptive, base, draws=500)
+    assert s["problems"] == 10
+    assert s["token_ratio"] == 0.5 and s["token_ratio_ci95"] == [0.5, 0.5]
+    assert s["accuracy_diff"] == pytest.approx(-0.1)
+    lo, hi = s["accuracy_diff_ci95"]
+    assert lo <= -0.1 <= hi and lo >= -0.4 and hi <= 0.0
+    # Only problems both ran are compared.
+    assert paired({0: (1.0, 10.0), 5: (1.0, 10.0)}, {0: (0.0, 20.0)}, draws=50)["problems"] == 1
+
+
+def testper_problem_scores_samples_as_majority_of_k():
+    t = tasks("arith", 1, seed=1)[0]
+    right, wrong = f"\\boxed{{{t.truth}}}", f"\\boxed{{{t.truth + 1}}}"
+    row = {"family": "arith", "problems": 1, "n": 4,
+           "records": [{"index": 0, "contents": [right, right, right, wrong], "tokens": 400, "correct": True}]}
+    assert per_problem(row, 4, seed=1) == {0: (1.0, 400.0)}
+    assert per_problem(row, 1, seed=1)[0][1] == 100.0
+    assert per_problem({**row, "n": 1}, 0, seed=1) == {0: (1.0, 400.0)}
