@@ -53,6 +53,14 @@ class Ledger:
     def feed_answer(self, n: int) -> None:
         self.answer += n
 
+    def thinking_to_answer(self, n: int) -> None:
+        """Move ``n`` tokens already charged as thinking to the answer (a step whose
+        channel is known only once it ended: ReAct's last thought, see tool_use)."""
+        if not 0 <= n <= self.thinking:
+            raise ValueError(f"cannot move {n} of {self.thinking} thinking tokens to the answer")
+        self.thinking -= n
+        self.answer += n
+
     def feed_prompt(self, prompt_tokens: int, cached_tokens: int) -> None:
         """Record one engine request's prefill; the first one is the client's prompt."""
         if self.engine_requests == 0:
@@ -104,6 +112,10 @@ class _ChildLedger(Ledger):
     def feed_answer(self, n: int) -> None:
         super().feed_answer(n)
         self.parent.feed_answer(n)
+
+    def thinking_to_answer(self, n: int) -> None:
+        super().thinking_to_answer(n)
+        self.parent.thinking_to_answer(n)
 
     def feed_prompt(self, prompt_tokens: int, cached_tokens: int) -> None:
         super().feed_prompt(prompt_tokens, cached_tokens)

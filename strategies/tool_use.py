@@ -13,7 +13,16 @@ the model then thinks on and may open another code block (``next_code``).
 Each step continues the exact ids of the previous one, so the prefix cache
 covers everything already computed. Code and observations stream as thinking
 (the inserted text too, not counted as generated); the answer follows the
-closed thinking block as in ``single``. A small model that writes correct
+closed thinking block as in ``single``.
+
+A ReAct thought after an observation is held back until it ends, because only
+its end says which channel it is: another code block or a closed thinking block
+make it thinking; the model ending its turn there (eos, as a model without a
+thinking format of its own does once it has its number) makes it the answer, as
+ReAct's final step is. Asking for a separate answer after that last thought got
+a restatement without the result from Qwen2.5-Coder-1.5B ("This is the result of
+the calculation 286 x 25 - 826."), so that thought streams as the answer, its
+tokens count as answer tokens, and no answer phase runs (``ended: "answered"``). A small model that writes correct
 Python but adds badly is where this turns compute into right answers.
 
 A request cancelled while a program runs (a disconnect, the deadline)
@@ -31,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .context import RunContext
 from .descriptor import ANY, OptionSource, Strategy
 from .errors import PlanError
-from .events import ChoiceDone, Event, Thinking
+from .events import Answer, ChoiceDone, Event, Thinking
 from .generation import Generated, Generation
 from .phase import Phase
 from .plan import Plan
@@ -88,7 +97,9 @@ class ToolUseTrace(Trace):
     strategy: str
     mode: str
     runs: tuple[CodeRunTrace, ...]
-    # Why the code loop ended: "done" (the model stopped), "max_tool_calls", "budget".
+    # Why the code loop ended: "done" (the model stopped or closed its thinking),
+    # "answered" (it ended its turn after an observation: that thought is the answer),
+    # "max_tool_calls", "budget".
     ended: str
     thinking: ThinkingTrace
     answer: AnswerTrace | None = optional()
@@ -157,6 +168,8 @@ class CodeThink(Phase[Thought]):
         self.tokens = self.requests = 0
         self.runs: list[CodeRunTrace] = []
         self.ended = "done"
+        # ReAct's last thought when the model ended its turn with it: the answer.
+        self.answer: Generated | None = None
 
     def _room(self, ids_len: int) -> int:
         plan, ctx = self.plan, self.ctx
@@ -215,14 +228,23 @@ class CodeThink(Phase[Thought]):
                 self.ended = "max_tool_calls" if o.mode == "react" else "done"
                 break
             stops = (o.next_code, ctx.engine.info.think_close)
-            async for event in self._step(ids, stops, f"think{len(self.runs) - 1}"):
-                yield event
+            held = [event async for event in self._step(ids, stops, f"think{len(self.runs) - 1}")]
             thought = self.last
+            if self._answers(thought):
+                assert thought is not None
+                for event in held:
+                    yield Answer(event.choice, event.text, event.logprobs) if isinstance(event, Thinking) else event
+                self.answer, self.ended = thought, "answered"
+                self.tokens -= len(thought.token_ids)
+                ctx.ledger.thinking_to_answer(len(thought.token_ids))
+                break
+            for event in held:
+                yield event
             ids, out_of_room = self._after(ids, thought)
             if out_of_room:
                 break
             assert thought is not None
-            if thought.stop_reason != o.next_code:  # the model closed its thinking or ended
+            if thought.stop_reason != o.next_code:  # the model closed its thinking
                 closed = thought.stop_reason == ctx.engine.info.think_close
                 break
             ids += tuple(tok.encode(o.next_code))
@@ -232,6 +254,12 @@ class CodeThink(Phase[Thought]):
                               closed_by_model=closed, forced_continuations=0, nudged=False,
                               engine_requests=self.requests)
         self._finish(Thought(ids, trace))
+
+    def _answers(self, thought: Generated | None) -> bool:
+        """Whether a ReAct thought after an observation is the model's answer: it
+        ended its turn (eos, not a stop string, not out of room) and said something."""
+        return (thought is not None and thought.finish_reason == "stop" and not isinstance(thought.stop_reason, str)
+                and bool(thought.thinking.strip()))
 
 
 async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
@@ -244,7 +272,9 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     answer_trace = None
     reason = "length"
     room = ctx.room(len(prompt), plan.max_tokens - ctx.ledger.generated)
-    if room > 0:
+    if think.answer is not None:  # ReAct's last thought was the answer (streamed by the phase)
+        reason, answer_trace = "stop", AnswerTrace(len(think.answer.token_ids), "stop")
+    elif room > 0:
         answer = Generation(ctx, prompt, ctx.phase_sampling(max_tokens=room), "answer", False)
         async with answer as events:
             async for event in events:

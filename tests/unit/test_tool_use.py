@@ -76,6 +76,40 @@ async def test_react_runs_code_observes_and_thinks_on_then_answers() -> None:
 
 
 @pytest.mark.asyncio
+async def test_react_thought_that_ends_the_turn_is_the_answer() -> None:
+    # After the observation the model writes its result and ends its turn (eos):
+    # no answer phase, that thought streams as the answer and counts as answer tokens.
+    engine = ScriptedEngine(script=["print(6 * 7)\n```", "The final answer is 42." + EOS])
+    runner = Runner("42\n")
+    plan = make_plan("tool_use", max_tool_calls=3, thinking=True, max_thinking_tokens=300, max_tokens=400)
+    _, events, usage = await run_to_end(engine, plan, 1, contexts(engine, P, 400, code=runner))
+
+    assert [c.request_id for c in engine.calls] == [f"{RID}-c0-code0", f"{RID}-c0-think0"]
+    assert text_of(events, Answer) == "The final answer is 42."
+    assert "final answer" not in text_of(events, Thinking) and "Output: 42" in text_of(events, Thinking)
+    # Every answer event comes after the last thinking event (the thought was held back).
+    kinds = [type(e) for e in events if isinstance(e, (Thinking, Answer))]
+    assert kinds.index(Answer) > max(i for i, k in enumerate(kinds) if k is Thinking)
+    trace = trace_of(events)
+    assert trace["ended"] == "answered" and trace["answer"]["tokens"] == len(engine.calls[1].output_ids)
+    assert trace["thinking"]["tokens"] == len(engine.calls[0].output_ids)
+    assert usage.completion_tokens == sum(len(c.output_ids) for c in engine.calls)
+    assert usage.reasoning_tokens == len(engine.calls[0].output_ids)
+    assert [e for e in events if isinstance(e, ChoiceDone)][0].finish_reason == "stop"
+
+
+@pytest.mark.asyncio
+async def test_react_thought_cut_by_the_cap_stays_thinking() -> None:
+    # Out of room is not an answer: the thought stays thinking and an answer follows.
+    engine = ScriptedEngine(script=["print(1)\n```", "and now " * 40, "1" + EOS])
+    plan = make_plan("tool_use", max_tool_calls=3, thinking=True, max_thinking_tokens=30, max_tokens=200)
+    _, events, _ = await run_to_end(engine, plan, 1, contexts(engine, P, 200, code=Runner("1")))
+    assert [c.request_id.rsplit("-", 1)[1] for c in engine.calls] == ["code0", "think0", "answer"]
+    assert "and now" in text_of(events, Thinking) and text_of(events, Answer) == "1"
+    assert trace_of(events)["ended"] == "budget"
+
+
+@pytest.mark.asyncio
 async def test_pal_runs_one_program_and_the_output_grounds_the_answer() -> None:
     engine = ScriptedEngine(script=["print(17 * 3)\n```", "51" + EOS])
     runner = Runner("51\n")
