@@ -56,7 +56,11 @@ def test_tool_use_runs_the_models_code_in_the_sandbox(client: openai.OpenAI, liv
     assert plan["strategy"] == "tool_use" and plan["mode"] == mode
     reasoning = r.choices[0].message.model_extra["reasoning_content"]
     assert reasoning.startswith("I will compute this with a Python program")
-    assert trace["ended"] in ("done", "max_tool_calls", "budget")
+    assert trace["ended"] in ("done", "answered", "max_tool_calls", "budget")
+    if trace["ended"] == "answered":  # ReAct: the thought after an observation ended the turn
+        assert mode == "react" and r.choices[0].message.content
+    answer_tokens = r.usage.completion_tokens - r.usage.completion_tokens_details.reasoning_tokens
+    assert answer_tokens == (trace["answer"]["tokens"] if trace.get("answer") else 0)
     for run in trace["runs"]:  # each program the model closed ran, and its output was written back
         assert run["exit_status"] is not None or run["killed_by"]
     if trace["runs"]:
