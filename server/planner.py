@@ -24,7 +24,7 @@ from strategies.errors import PlanError
 from strategies.plan import Plan
 
 from .errors import APIError, bad_request
-from .settings import EFFORTS, Settings
+from .settings import EFFORTS, DefaultsSection, Settings
 from .wire import ChatCompletionRequest, ReasoningOptions
 
 # ``reasoning`` keys every strategy shares; the rest belong to strategies.
@@ -306,10 +306,12 @@ def _check_budgets(t: _Thinking, budget: int | None) -> None:
         raise bad_request(f"budget_tokens ({budget}) is below min_thinking_tokens ({lo})", "reasoning.budget_tokens")
 
 
-def sampling_for(req: ChatCompletionRequest, plan: Plan, choice: int, priority: int = 0) -> Sampling:
+def sampling_for(req: ChatCompletionRequest, plan: Plan, choice: int, priority: int = 0,
+                 defaults: DefaultsSection | None = None) -> Sampling:
     """The client's sampling settings for one choice; ``priority`` is the engine
-    priority every phase of the request carries. Which phase gets which of them
-    is decided by the phases (``strategies.context.RunContext``).
+    priority every phase of the request carries; ``defaults`` the server's
+    temperature and top_p for a client that sends none. Which phase gets which of
+    them is decided by the phases (``strategies.context.RunContext``).
 
     With a seed, choice ``i`` samples with ``seed + i`` so ``n`` seeded choices
     differ from each other yet the whole response is reproducible.
@@ -318,8 +320,8 @@ def sampling_for(req: ChatCompletionRequest, plan: Plan, choice: int, priority: 
     seed = None if req.seed is None else (req.seed + choice) % (2**63)
     return Sampling(
         max_tokens=plan.max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
+        temperature=(defaults.temperature if defaults else 1.0) if req.temperature is None else req.temperature,
+        top_p=(defaults.top_p if defaults else 1.0) if req.top_p is None else req.top_p,
         top_k=max(req.top_k or 0, 0),  # -1 and 0 both mean every token
         min_p=req.min_p or 0.0,
         seed=seed,

@@ -109,7 +109,7 @@ def prepare(req: ChatCompletionRequest, state: AppState, request_id: str) -> Pre
     def make_ctx(i: int) -> RunContext:
         return RunContext(
             engine=engine, prompt_ids=prompt.ids, think_prefix_ids=prompt.think_prefix_ids,
-            think_suffix_ids=prompt.think_suffix_ids, sampling=sampling_for(req, plan, i, priority),
+            think_suffix_ids=prompt.think_suffix_ids, sampling=sampling_for(req, plan, i, priority, settings.defaults),
             request_id=request_id, choice=i, ledger=Ledger(len(prompt.ids), plan.budget_tokens),
             followup=followup, output=output, code=code)
 

@@ -168,6 +168,11 @@ class DefaultsSection(_Frozen):
     # Tokens kept for the answer when the client's max_tokens is tight: thinking is
     # lowered so the answer keeps min(answer_reserve, max_tokens // 2).
     answer_reserve: int = Field(ge=0)
+    # Sampling when the client sends none (OpenAI's default is 1.0 for both; vLLM reads
+    # a model's own from its generation_config). A model preset sets those its effort
+    # table was measured at, so a client that names only an effort gets that table.
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
 
 
 class ThinkingSection(_Frozen):

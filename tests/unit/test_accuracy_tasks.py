@@ -8,7 +8,7 @@ import random
 import pytest
 
 from loadtests.accuracy_tasks import FAMILIES, json_answer, numeric_answer, prompt, tasks
-from loadtests.bench_accuracy import per_problem, majority_at, paired
+from loadtests.bench_accuracy import majority_at, paired, per_problem
 
 
 @pytest.mark.parametrize(("content", "expected"), [

@@ -375,6 +375,18 @@ def test_sampling_for(settings: Settings, fields: dict[str, Any], choice: int, e
     assert {k: getattr(s, k) for k in expected} == expected
 
 
+def test_server_sampling_defaults_apply_only_when_the_client_sends_none(settings: Settings) -> None:
+    defaults = settings.defaults.model_copy(update={"temperature": 0.7, "top_p": 0.9})
+    r = req()
+    s = sampling_for(r, plan_request(r, settings), 0, defaults=defaults)
+    assert (s.temperature, s.top_p) == (0.7, 0.9)
+    r = req(temperature=0.0, top_p=1.0)
+    s = sampling_for(r, plan_request(r, settings), 0, defaults=defaults)
+    assert (s.temperature, s.top_p) == (0.0, 1.0)
+    # The shipped defaults are OpenAI's.
+    assert (settings.defaults.temperature, settings.defaults.top_p) == (1.0, 1.0)
+
+
 def test_seeded_choices_differ_and_repeat(settings: Settings) -> None:
     r = req(seed=42, n=3)
     plan = Plan(strategy="single", max_tokens=10)
