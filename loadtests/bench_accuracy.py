@@ -51,14 +51,15 @@ BUDGETS = (1, 2, 4, 8)
 # majority of its k samples (plain self-consistency over k, same problems and
 # temperature); k == 0: the baseline is an ordinary run.
 SAVINGS = (("sc8 T0.7 deepconf", "samples8 T0.7", 8), ("sc8 T0.7 deepconf", "sc8 T0.7", 0),
-           ("think medium probe", "think medium", 0), ("think high probe", "think high", 0))
+           ("think medium probe", "think medium", 0), ("think high probe", "think high", 0),
+           ("think xhigh probe", "think xhigh", 0))
 
 
 @dataclass(frozen=True)
 class Config:
     label: str
     reasoning: dict[str, Any]
-    temperature: float = 0.0
+    temperature: float | None = 0.0  # None: send none (the server's default, as an SDK user gets)
     n: int = 1  # > 1: n direct samples in one request, voted offline (majority-of-k curve)
     families: tuple[str, ...] = tuple(FAMILIES)
     in_flight: int = 8
@@ -66,15 +67,17 @@ class Config:
 
 
 NONE = {"strategy": "single", "effort": "none"}
+THINK = (("low", 32, 64), ("medium", 96, 160), ("high", 192, 320), ("xhigh", 384, 640))
 CONFIGS: list[Config] = [
     Config("greedy", NONE),
     Config("sample T0.7", NONE, 0.7),
-    Config("think low", {"effort": "low"}),
-    Config("think medium", {"effort": "medium"}),
-    Config("think high", {"effort": "high"}),
-    # Probe-based early exit (Dynasor-CoT / DEER) against the same effort without it.
-    Config("think medium probe", {"effort": "medium", "probe": True}),
-    Config("think high probe", {"effort": "high", "probe": True}),
+    # s1 budget forcing at the shared table's budgets (configs/effort.toml), named
+    # explicitly so a model preset's own effort table does not change them.
+    *(Config(f"think {e}", {"strategy": "budget_forcing", "min_thinking_tokens": lo, "max_thinking_tokens": hi})
+      for e, lo, hi in THINK),
+    # Probe-based early exit (Dynasor-CoT / DEER) against the same budgets without it.
+    *(Config(f"think {e} probe", {"strategy": "budget_forcing", "min_thinking_tokens": lo, "max_thinking_tokens": hi,
+                                  "probe": True}) for e, lo, hi in THINK if e != "low"),
     Config("samples8 T0.7", NONE, 0.7, n=8, in_flight=4),
     Config("samples8 T0.4", NONE, 0.4, n=8, in_flight=4),
     Config("sc5 T0.7", {"strategy": "self_consistency", "samples": 5, "effort": "none"}, 0.7, in_flight=4),
@@ -92,6 +95,10 @@ CONFIGS: list[Config] = [
            families=("arith", "count")),
     Config("pal sc4 T0.7", {"strategy": "self_consistency", "samples": 4, "tools": ["python"], "tool_mode": "pal",
                             "max_thinking_tokens": 256}, 0.7, families=("word", "arith", "count"), in_flight=4),
+    # The server's effort table as a client meets it: reasoning_effort alone, no
+    # temperature (the preset's default), nothing else.
+    *(Config(f"effort {e}", {}, None, extra={"reasoning_effort": e}, in_flight=4 if e in ("high", "xhigh", "max") else 8)
+      for e in ("none", "minimal", "low", "medium", "high", "xhigh", "max")),
 ]
 
 
@@ -132,11 +139,14 @@ async def ask(client, model: str, task: Task, cfg: Config, seed: int) -> dict[st
                                     "json_schema": {"name": "order", "schema": JSON_SCHEMA, "strict": True}}
     if cfg.n > 1:
         extra["n"] = cfg.n
+    if cfg.temperature is not None:
+        extra["temperature"] = cfg.temperature
+    body = {"reasoning": cfg.reasoning} if cfg.reasoning else None
     t0 = time.perf_counter()
     try:
         resp = await client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": prompt(task)}], max_tokens=MAX_TOKENS,
-            temperature=cfg.temperature, seed=seed, extra_body={"reasoning": cfg.reasoning}, **extra)
+            seed=seed, extra_body=body, **extra)
     except openai.APIError as exc:  # counted as wrong, and reported
         return {"index": task.index, "error": f"{type(exc).__name__}: {exc}"[:300], "correct": False,
                 "tokens": 0, "latency_s": time.perf_counter() - t0, "contents": []}
