@@ -34,7 +34,7 @@ import json
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +139,8 @@ async def ask(client, model: str, task: Task, cfg: Config, seed: int) -> dict[st
                                     "json_schema": {"name": "order", "schema": JSON_SCHEMA, "strict": True}}
     if cfg.n > 1:
         extra["n"] = cfg.n
-    if cfg.temperature is not None:
-        extra["temperature"] = cfg.temperature
+    if cfg.temperature is not None:  # top_p too, so a server's sampling defaults never leak in
+        extra.update(temperature=cfg.temperature, top_p=1.0)
     body = {"reasoning": cfg.reasoning} if cfg.reasoning else None
     t0 = time.perf_counter()
     try:
@@ -364,6 +364,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--configs", help="comma-separated labels (default: all)")
     p.add_argument("--out", type=Path, default=Path("loadtests/out"))
+    p.add_argument("--in-flight", type=int, help="requests in flight for every configuration (default: its own)")
     p.add_argument("--report", type=Path, nargs="+", metavar="JSON",
                    help="run nothing: merge these runs' records (same seed) into the tables and plots")
     a = p.parse_args()
@@ -374,6 +375,8 @@ def main() -> None:
     a.problems = a.problems or 40
     wanted = a.configs.split(",") if a.configs else None
     configs = [c for c in CONFIGS if wanted is None or c.label in wanted]
+    if a.in_flight:
+        configs = [replace(c, in_flight=a.in_flight) for c in configs]
     unknown = set(wanted or ()) - {c.label for c in configs}
     if unknown:
         p.error(f"unknown configurations {sorted(unknown)}; known: {[c.label for c in CONFIGS]}")
