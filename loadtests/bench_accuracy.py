@@ -45,6 +45,9 @@ from loadtests.bench_parallel import wilson
 from loadtests.common import exit_on_sigterm, ponder_server
 
 MAX_TOKENS = 1024
+# The request's own deadline (ponder's `timeout`): n=8 requests four at a time take
+# longer than the server's default 600 s on 2 AVX2 cores.
+DEADLINE_S = 3600
 BUDGETS = (1, 2, 4, 8)
 # Token savings at equal accuracy (issue 13): (adaptive configuration, its plain
 # baseline, k). k > 0: the baseline is a samples-n run, scored per problem as the
@@ -141,7 +144,7 @@ async def ask(client, model: str, task: Task, cfg: Config, seed: int) -> dict[st
         extra["n"] = cfg.n
     if cfg.temperature is not None:  # top_p too, so a server's sampling defaults never leak in
         extra.update(temperature=cfg.temperature, top_p=1.0)
-    body = {"reasoning": cfg.reasoning} if cfg.reasoning else None
+    body: dict[str, Any] = {"timeout": DEADLINE_S, **({"reasoning": cfg.reasoning} if cfg.reasoning else {})}
     t0 = time.perf_counter()
     try:
         resp = await client.chat.completions.create(
@@ -196,13 +199,13 @@ def _point(label: str, correct: float, n: int, tokens: float, wall: float) -> di
 
 
 async def run(base: str, model: str, families: list[str], n: int, seed: int, configs: list[Config],
-              save: Path | None = None) -> list[dict]:
+              save: Path | None = None, indices: set[int] | None = None) -> list[dict]:
     """Every configuration on every family; ``save`` gets the records so far after
     each configuration, so a run stopped midway keeps what it measured."""
-    client = openai.AsyncOpenAI(base_url=base + "/v1", api_key="bench", max_retries=0, timeout=1800)
+    client = openai.AsyncOpenAI(base_url=base + "/v1", api_key="bench", max_retries=0, timeout=DEADLINE_S + 60)
     rows = []
     for family in families:
-        problems = tasks(family, n, seed)
+        problems = [t for t in tasks(family, n, seed) if indices is None or t.index in indices]
         for cfg in configs:
             if family not in cfg.families:
                 continue
@@ -328,7 +331,9 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 
 def report(paths: list[Path], out: Path, first: int | None = None) -> None:
     """Tables and plots over runs made separately (a family's configurations run one
-    invocation at a time on a slow machine); later files win for a repeated label.
+    invocation at a time on a slow machine); a later file's record of a problem
+    replaces an earlier one (``--indices`` reruns a few problems). Wall time per
+    problem is the slowest of the runs merged.
     ``first``: only problems 0..first-1, so runs of different sizes compare on the
     same problems."""
     runs = [json.loads(path.read_text()) for path in paths]
@@ -336,15 +341,20 @@ def report(paths: list[Path], out: Path, first: int | None = None) -> None:
     if len(seeds) != 1:
         raise SystemExit(f"runs of different seeds {sorted(seeds)} cannot be merged")
     merged: dict[tuple[str, str], dict] = {}
+    by_index: dict[tuple[str, str], dict[int, dict]] = {}
     for run_ in runs:
         for row in run_["rows"]:
-            merged[(row["family"], row["config"])] = row
+            key = (row["family"], row["config"])
+            per = row["wall_s"] / row["problems"]
+            old = merged.get(key)
+            merged[key] = {**row, "wall_s": per if old is None else max(old["wall_s"], per)}
+            by_index.setdefault(key, {}).update({r["index"]: r for r in row["records"]})
     seed = seeds.pop()
     rows = []
-    for row in merged.values():
-        records = [r for r in row["records"] if first is None or r["index"] < first]
-        row = {**row, "records": records, "problems": len(records),
-               "wall_s": row["wall_s"] * len(records) / row["problems"]}
+    for key, row in merged.items():
+        records = sorted((r for i, r in by_index[key].items() if first is None or i < first), key=lambda r: r["index"])
+        row = {**row, "records": records, "problems": len(records), "wall_s": row["wall_s"] * len(records),
+               "errors": sum("error" in r for r in records)}
         rows.append({**row, "points": points(row, tasks(row["family"], len(records), seed), seed)})
     out.mkdir(parents=True, exist_ok=True)
     text = tables(rows) + savings(rows, seed)
@@ -364,6 +374,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--configs", help="comma-separated labels (default: all)")
     p.add_argument("--out", type=Path, default=Path("loadtests/out"))
+    p.add_argument("--indices", help="comma-separated problem indices to run (rerun a few; merge with --report)")
     p.add_argument("--in-flight", type=int, help="requests in flight for every configuration (default: its own)")
     p.add_argument("--report", type=Path, nargs="+", metavar="JSON",
                    help="run nothing: merge these runs' records (same seed) into the tables and plots")
@@ -381,16 +392,19 @@ def main() -> None:
     if unknown:
         p.error(f"unknown configurations {sorted(unknown)}; known: {[c.label for c in CONFIGS]}")
     families = a.families.split(",")
+    indices = {int(i) for i in a.indices.split(",")} if a.indices else None
+    if indices:
+        a.problems = max(a.problems, max(indices) + 1)
     t0 = time.perf_counter()
     a.out.mkdir(parents=True, exist_ok=True)
     stem = a.out / f"bench_accuracy_{a.seed}"
     save = stem.with_suffix(".partial.json")
     if a.base_url:
-        rows = asyncio.run(run(a.base_url, a.model, families, a.problems, a.seed, configs, save))
+        rows = asyncio.run(run(a.base_url, a.model, families, a.problems, a.seed, configs, save, indices))
     else:
         with ponder_server(a.out / "bench_accuracy_server.log", "--model", a.preset, api_key="bench") as served:
             print(f"ponder ready in {served.start_s:.0f} s", flush=True)
-            rows = asyncio.run(run(served.base, a.model, families, a.problems, a.seed, configs, save))
+            rows = asyncio.run(run(served.base, a.model, families, a.problems, a.seed, configs, save, indices))
     stem.with_suffix(".json").write_text(json.dumps({"seed": a.seed, "problems": a.problems, "rows": rows},
                                                     indent=1))
     text = tables(rows) + savings(rows, a.seed)
