@@ -61,3 +61,25 @@ def test_the_shipped_preset_is_found_by_name_and_configures_the_server() -> None
     assert m.gguf is not None and m.gguf.parts == 22 and m.gguf.bytes == 1_117_320_768
     assert m.gguf.sha256.startswith("cc324af0") and m.gguf.sha256.endswith("933bb046")
     assert m.gguf.tie_word_embeddings is False and settings.engine.max_model_len == 4096
+
+
+def test_the_qwen_preset_has_its_own_effort_table_and_never_forces_thinking() -> None:
+    """Its table comes from its measured curves (loadtests/RESULTS.md): forced thinking
+    hurt it, programs won, so no level is budget forcing and levels above minimal run
+    code; the shared table stays the default for every other model."""
+    from server.planner import check_presets, plan_request
+    from server.wire import ChatCompletionRequest
+
+    settings = load_settings(None, None, model_preset("qwen2.5-coder-1.5b"))
+    check_presets(settings)  # every row (and every auto level) plans like a client's
+    assert settings.defaults.effort == "none"
+    assert (settings.defaults.temperature, settings.defaults.top_p) == (0.7, 0.8)
+    plans = {e: plan_request(ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "2+2?"}],
+                                                   reasoning_effort=e), settings) for e in settings.efforts}
+    assert all(p.strategy != "budget_forcing" and not p.min_thinking_tokens for p in plans.values())
+    assert [plans[e].strategy for e in ("none", "minimal", "low", "medium")] == ["single", "single", "tool_use",
+                                                                                 "tool_use"]
+    samples = [plans[e].options.samples for e in ("high", "xhigh", "max")]
+    assert samples == sorted(samples) and all(plans[e].options.code is not None for e in ("high", "xhigh", "max"))
+    shared = load_settings()
+    assert shared.efforts["low"].strategy == "budget_forcing" and shared.defaults.temperature == 1.0
