@@ -22,7 +22,10 @@ thinking format of its own does once it has its number) makes it the answer, as
 ReAct's final step is. Asking for a separate answer after that last thought got
 a restatement without the result from Qwen2.5-Coder-1.5B ("This is the result of
 the calculation 286 x 25 - 826."), so that thought streams as the answer, its
-tokens count as answer tokens, and no answer phase runs (``ended: "answered"``). A small model that writes correct
+tokens count as answer tokens, and no answer phase runs (``ended: "answered"``).
+Only for a plain answer: with an answer format, tool calls, stop strings or
+``min_tokens`` the thought stays thinking and the answer phase, which applies
+them, runs as before. A small model that writes correct
 Python but adds badly is where this turns compute into right answers.
 
 A request cancelled while a program runs (a disconnect, the deadline)
@@ -42,6 +45,7 @@ from .descriptor import ANY, OptionSource, Strategy
 from .errors import PlanError
 from .events import Answer, ChoiceDone, Event, Thinking
 from .generation import Generated, Generation
+from .output import PLAIN
 from .phase import Phase
 from .plan import Plan
 from .thinking import Thought, strip_end
@@ -228,9 +232,13 @@ class CodeThink(Phase[Thought]):
                 self.ended = "max_tool_calls" if o.mode == "react" else "done"
                 break
             stops = (o.next_code, ctx.engine.info.think_close)
-            held = [event async for event in self._step(ids, stops, f"think{len(self.runs) - 1}")]
+            step = self._step(ids, stops, f"think{len(self.runs) - 1}")
+            held = [event async for event in step] if self._plain() else None
+            if held is None:  # it cannot be the answer: stream it as it comes
+                async for event in step:
+                    yield event
             thought = self.last
-            if self._answers(thought):
+            if held is not None and self._answers(thought):
                 assert thought is not None
                 for event in held:
                     yield Answer(event.choice, event.text, event.logprobs) if isinstance(event, Thinking) else event
@@ -238,7 +246,7 @@ class CodeThink(Phase[Thought]):
                 self.tokens -= len(thought.token_ids)
                 ctx.ledger.thinking_to_answer(len(thought.token_ids))
                 break
-            for event in held:
+            for event in held or ():
                 yield event
             ids, out_of_room = self._after(ids, thought)
             if out_of_room:
@@ -255,7 +263,15 @@ class CodeThink(Phase[Thought]):
                               engine_requests=self.requests)
         self._finish(Thought(ids, trace))
 
-    def _answers(self, thought: Generated | None) -> bool:
+    def _plain(self) -> bool:
+        """Nothing shapes this request's answer that a thought is not generated under
+        (an answer format or tool calls, the client's stop strings or ids,
+        ``min_tokens``): only then may a thought be the answer."""
+        s = self.ctx.sampling
+        return self.ctx.output is PLAIN and not s.stop and not s.stop_token_ids and not s.min_tokens
+
+    @staticmethod
+    def _answers(thought: Generated | None) -> bool:
         """Whether a ReAct thought after an observation is the model's answer: it
         ended its turn (eos, not a stop string, not out of room) and said something."""
         return (thought is not None and thought.finish_reason == "stop" and not isinstance(thought.stop_reason, str)

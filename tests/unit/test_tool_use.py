@@ -99,6 +99,21 @@ async def test_react_thought_that_ends_the_turn_is_the_answer() -> None:
 
 
 @pytest.mark.asyncio
+async def test_react_thought_stays_thinking_when_the_answer_has_stop_strings() -> None:
+    # The thought was generated without the client's stop strings: it cannot be the
+    # answer, so it streams as thinking and the answer phase (which applies them) runs.
+    engine = ScriptedEngine(script=["print(6 * 7)\n```", "It is 42." + EOS, "42" + EOS])
+    plan = make_plan("tool_use", max_tool_calls=3, thinking=True, max_thinking_tokens=300, max_tokens=400)
+    _, events, usage = await run_to_end(engine, plan, 1, contexts(engine, P, 400, code=Runner("42\n"),
+                                                                  stop=("END",)))
+    assert [c.request_id.rsplit("-", 1)[1] for c in engine.calls] == ["code0", "think0", "answer"]
+    assert engine.calls[2].sampling.stop == ("END",)
+    assert "It is 42." in text_of(events, Thinking) and text_of(events, Answer) == "42"
+    assert trace_of(events)["ended"] == "done"
+    assert usage.reasoning_tokens == sum(len(c.output_ids) for c in engine.calls[:2])
+
+
+@pytest.mark.asyncio
 async def test_react_thought_cut_by_the_cap_stays_thinking() -> None:
     # Out of room is not an answer: the thought stays thinking and an answer follows.
     engine = ScriptedEngine(script=["print(1)\n```", "and now " * 40, "1" + EOS])
