@@ -193,7 +193,7 @@ def points(row: dict[str, Any], problems: list[Task], seed: int) -> list[dict[st
 
 
 def _point(label: str, correct: float, n: int, tokens: float, wall: float) -> dict[str, Any]:
-    lo, hi = wilson(round(correct), n)
+    lo, hi = wilson(correct, n)  # expected correct counts of a vote may be fractional
     return {"label": label, "correct": correct, "problems": n, "accuracy": correct / n, "ci95": [lo, hi],
             "mean_tokens": tokens, "wallper_problem_s": wall}
 
@@ -308,7 +308,8 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
             pts = r["points"]
             for ax, x in zip(axes, ("mean_tokens", "wallper_problem_s")):
                 xs, ys = [p[x] for p in pts], [p["accuracy"] for p in pts]
-                err = [[p["accuracy"] - p["ci95"][0] for p in pts], [p["ci95"][1] - p["accuracy"] for p in pts]]
+                err = [[max(0.0, p["accuracy"] - p["ci95"][0]) for p in pts],
+                       [max(0.0, p["ci95"][1] - p["accuracy"]) for p in pts]]
                 if len(pts) > 1:
                     ax.plot(xs, ys, "-o", ms=3, label=r["config"] + " (maj@k)")
                 else:

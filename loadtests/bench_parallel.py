@@ -144,7 +144,7 @@ def make_problems(count: int, seed: int) -> list[Problem]:
     return problems
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
     if n == 0:
         return 0.0, 0.0
     p = k / n
