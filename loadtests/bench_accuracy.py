@@ -55,7 +55,7 @@ BUDGETS = (1, 2, 4, 8)
 # temperature); k == 0: the baseline is an ordinary run.
 SAVINGS = (("sc8 T0.7 deepconf", "samples8 T0.7", 8), ("sc8 T0.7 deepconf", "sc8 T0.7", 0),
            ("think medium probe", "think medium", 0), ("think high probe", "think high", 0),
-           ("think xhigh probe", "think xhigh", 0))
+           ("think xhigh probe", "think xhigh", 0), ("think 640 probe", "think 640", 0))
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,10 @@ CONFIGS: list[Config] = [
     # Probe-based early exit (Dynasor-CoT / DEER) against the same budgets without it.
     *(Config(f"think {e} probe", {"strategy": "budget_forcing", "min_thinking_tokens": lo, "max_thinking_tokens": hi,
                                   "probe": True}) for e, lo, hi in THINK if e != "low"),
+    # Thinking the model ends itself (no minimum), capped at 640: where a probe can
+    # cut it short.
+    Config("think 640", {"strategy": "single", "max_thinking_tokens": 640}),
+    Config("think 640 probe", {"strategy": "single", "max_thinking_tokens": 640, "probe": True}),
     Config("samples8 T0.7", NONE, 0.7, n=8, in_flight=4),
     Config("samples8 T0.4", NONE, 0.4, n=8, in_flight=4),
     Config("sc5 T0.7", {"strategy": "self_consistency", "samples": 5, "effort": "none"}, 0.7, in_flight=4),
