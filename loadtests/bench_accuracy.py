@@ -12,19 +12,27 @@ ponder's ``reasoning`` object in ``extra_body``; tokens are the server's exact
 ``usage.completion_tokens`` (every sample, probe and program turn a strategy spent).
 
 Configurations (``CONFIGS``): greedy and sampled direct answers (temperature is
-compared, not fixed), s1 budget forcing (thinking efforts), self-consistency at
-two temperatures, DeepConf-weighted votes, probe-based early exit from thinking
-(``reasoning.probe``), PAL and ReAct (the code tool), and a
-vote over PAL runs. ``samples8`` asks for ``n=8`` direct samples once per problem
-and draws majority-of-k curves offline (k = 1..8, votes over the strict answers),
-the cheap way to see how voting scales; the server's own ``self_consistency`` runs
-are measured separately.
+compared, not fixed), s1 budget forcing at the shared table's budgets and thinking
+the model ends itself, each with and without probe-based early exit
+(``reasoning.probe``), self-consistency at two temperatures, DeepConf online
+against plain self-consistency, PAL and ReAct (the code tool), a vote over PAL
+runs, and ``effort <level>``: the server's own effort table as a client meets it
+(``reasoning_effort`` alone, no temperature). ``samples8`` asks for ``n=8`` direct
+samples once per problem and draws majority-of-k curves offline (k = 1..8, votes
+over the strict answers), the cheap way to see how voting scales and the plain
+baseline DeepConf is paired with.
+
+On a slow machine run configurations one invocation at a time and merge them:
+``--report A.json B.json [--problems N]`` prints the tables and plots over all of
+them (on the first N problems), ``--indices 4,8`` reruns a few problems.
 
 Output: per family a table (accuracy with a 95 % Wilson interval, mean tokens,
 tokens relative to greedy, mean latency, wall time), a compute-matched table (the
 most accurate configuration at no more than 1x, 2x, 4x and 8x greedy's tokens:
-Snell et al. 2024's compute-optimal choice), and ``accuracy_<family>.png`` with
-accuracy against mean tokens and against wall time per problem.
+Snell et al. 2024's compute-optimal choice), token savings at equal accuracy
+(``SAVINGS``: adaptive against plain, paired over problems with bootstrap
+intervals), and ``accuracy_<family>.png`` with accuracy against mean tokens and
+against wall time per problem.
 """
 from __future__ import annotations
 
