@@ -191,7 +191,10 @@ async def run_config(client, model: str, family: str, problems: list[Task], cfg:
 def points(row: dict[str, Any], problems: list[Task], seed: int) -> list[dict[str, Any]]:
     """The run's accuracy points: one, or for a samples-n run the majority of k samples
     for k = 1..n at k/n of the request's tokens and time."""
-    records, n = row["records"], len(row["records"])
+    # A request that failed (a deadline, say) is no answer of the configuration's: it
+    # is left out, and the table says how many were (row["errors"]).
+    records = [r for r in row["records"] if "error" not in r]
+    n = len(records)
     wall, tokens = row["wall_s"] / row["problems"], sum(r["tokens"] for r in records) / n
     if row["n"] == 1:
         return [_point(row["config"], sum(r["correct"] for r in records), n, tokens, wall)]
@@ -207,7 +210,7 @@ def points(row: dict[str, Any], problems: list[Task], seed: int) -> list[dict[st
 def _point(label: str, correct: float, n: int, tokens: float, wall: float) -> dict[str, Any]:
     lo, hi = wilson(correct, n)  # expected correct counts of a vote may be fractional
     return {"label": label, "correct": correct, "problems": n, "accuracy": correct / n, "ci95": [lo, hi],
-            "mean_tokens": tokens, "wallper_problem_s": wall}
+            "mean_tokens": tokens, "wall_per_problem_s": wall}
 
 
 async def run(base: str, model: str, families: list[str], n: int, seed: int, configs: list[Config],
@@ -229,7 +232,7 @@ async def run(base: str, model: str, families: list[str], n: int, seed: int, con
             for p in row["points"]:
                 if cfg.n == 1 or p["label"].endswith(("maj@1", "maj@3", "maj@5", f"maj@{cfg.n}")):
                     print(f"  {family:6s} {p['label']:22s} {p['correct']:5.1f}/{n} [{p['ci95'][0]:.2f}-"
-                          f"{p['ci95'][1]:.2f}] {p['mean_tokens']:6.0f} tok {p['wallper_problem_s']:5.1f} s/problem"
+                          f"{p['ci95'][1]:.2f}] {p['mean_tokens']:6.0f} tok {p['wall_per_problem_s']:5.1f} s/problem"
                           f"{'  errors ' + str(row['errors']) if row['errors'] else ''}", flush=True)
     await client.close()
     return rows
@@ -242,10 +245,12 @@ def tables(rows: list[dict[str, Any]]) -> str:
         base = next((p for p in points if p["label"] == "greedy"), points[0])
         out += [f"\n### {family}\n", "| configuration | correct | accuracy [95 % CI] | mean tokens | x greedy "
                 "| s / problem |", "|---|---|---|---|---|---|"]
+        failed = {p["label"]: r["errors"] for r in rows if r["family"] == family for p in r["points"]}
         for p in points:
-            out.append(f"| {p['label']} | {p['correct']:.1f}/{p['problems']} | {p['accuracy']:.2f} "
+            label = p["label"] + (f" ({failed[p['label']]} failed, left out)" if failed.get(p["label"]) else "")
+            out.append(f"| {label} | {p['correct']:.1f}/{p['problems']} | {p['accuracy']:.2f} "
                        f"[{p['ci95'][0]:.2f}-{p['ci95'][1]:.2f}] | {p['mean_tokens']:.0f} | "
-                       f"{p['mean_tokens'] / base['mean_tokens']:.1f} | {p['wallper_problem_s']:.2f} |")
+                       f"{p['mean_tokens'] / base['mean_tokens']:.1f} | {p['wall_per_problem_s']:.2f} |")
         out += ["", "| budget (x greedy tokens) | best configuration | accuracy [95 % CI] | vs greedy |",
                 "|---|---|---|---|"]
         for b in BUDGETS:
@@ -260,12 +265,13 @@ def tables(rows: list[dict[str, Any]]) -> str:
 def per_problem(row: dict[str, Any], k: int, seed: int) -> dict[int, tuple[float, float]]:
     """index -> (correctness, tokens) of one run; k > 0 scores a samples-n run as the
     majority of k of its samples, at k/n of its tokens."""
+    valid = [r for r in row["records"] if "error" not in r]  # failed requests pair with nothing
     if not k:
-        return {r["index"]: (float(r["correct"]), float(r["tokens"])) for r in row["records"]}
+        return {r["index"]: (float(r["correct"]), float(r["tokens"])) for r in valid}
     rng = random.Random(seed)
     problems = {t.index: t for t in tasks(row["family"], row["problems"], seed)}
     return {r["index"]: (majority_at(problems[r["index"]], r["contents"], k, rng) if r["contents"] else 0.0,
-                         r["tokens"] * k / row["n"]) for r in row["records"]}
+                         r["tokens"] * k / row["n"]) for r in valid}
 
 
 def paired(a: dict[int, tuple[float, float]], b: dict[int, tuple[float, float]], draws: int = 4000,
@@ -318,7 +324,7 @@ def plots(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, 2, figsize=(13, 5))
         for r in (r for r in rows if r["family"] == family):
             pts = r["points"]
-            for ax, x in zip(axes, ("mean_tokens", "wallper_problem_s")):
+            for ax, x in zip(axes, ("mean_tokens", "wall_per_problem_s")):
                 xs, ys = [p[x] for p in pts], [p["accuracy"] for p in pts]
                 err = [[max(0.0, p["accuracy"] - p["ci95"][0]) for p in pts],
                        [max(0.0, p["ci95"][1] - p["accuracy"]) for p in pts]]
