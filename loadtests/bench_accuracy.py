@@ -269,7 +269,8 @@ def per_problem(row: dict[str, Any], k: int, seed: int) -> dict[int, tuple[float
     if not k:
         return {r["index"]: (float(r["correct"]), float(r["tokens"])) for r in valid}
     rng = random.Random(seed)
-    problems = {t.index: t for t in tasks(row["family"], row["problems"], seed)}
+    upto = max((r["index"] for r in valid), default=-1) + 1
+    problems = {t.index: t for t in tasks(row["family"], upto, seed)}
     return {r["index"]: (majority_at(problems[r["index"]], r["contents"], k, rng) if r["contents"] else 0.0,
                          r["tokens"] * k / row["n"]) for r in valid}
 
@@ -369,12 +370,19 @@ def report(paths: list[Path], out: Path, first: int | None = None) -> None:
             merged[key] = {**row, "wall_s": per if old is None else max(old["wall_s"], per)}
             by_index.setdefault(key, {}).update({r["index"]: r for r in row["records"]})
     seed = seeds.pop()
+    # A problem whose request failed in any configuration leaves every configuration
+    # of its family, so all compare on the same problems.
+    failed = {(f, i) for (f, _), recs in by_index.items() for i, r in recs.items() if "error" in r}
+    for family, i in sorted(failed):
+        print(f"{family} problem {i} left out: a request failed in some configuration")
     rows = []
     for key, row in merged.items():
-        records = sorted((r for i, r in by_index[key].items() if first is None or i < first), key=lambda r: r["index"])
+        records = sorted((r for i, r in by_index[key].items() if (first is None or i < first)
+                          and (key[0], i) not in failed), key=lambda r: r["index"])
         row = {**row, "records": records, "problems": len(records), "wall_s": row["wall_s"] * len(records),
                "errors": sum("error" in r for r in records)}
-        rows.append({**row, "points": points(row, tasks(row["family"], len(records), seed), seed)})
+        upto = max((r["index"] for r in records), default=-1) + 1
+        rows.append({**row, "points": points(row, tasks(row["family"], upto, seed), seed)})
     out.mkdir(parents=True, exist_ok=True)
     text = tables(rows) + savings(rows, seed)
     (out / "report.md").write_text(text + "\n")
