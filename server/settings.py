@@ -55,6 +55,9 @@ class ServerSection(_Frozen):
     max_stop_chars: int = Field(ge=1)
     # On SIGTERM: stop taking requests, let running ones finish this long, then abort them.
     drain_timeout: float = Field(ge=0)
+    # Keys that sign thinking blocks, one per line, the signing key first ("": none;
+    # PONDER_SECRET_KEY wins; without either a random key per process). server/secret_key.py.
+    secret_key_file: str
 
 
 class GgufParts(_Frozen):

@@ -16,6 +16,7 @@ from .metrics import Metrics
 from .output_format import ToolParser
 from .prompt import Renderer
 from .sandbox import Sandbox
+from .secret_key import SecretKeys, load
 from .settings import Settings
 
 Followup = Callable[[str], tuple[int, ...]]
@@ -58,11 +59,21 @@ class AppState:
     # The code interpreter's sandbox, and why it cannot run code (None: it can).
     sandbox: Sandbox | None = None
     sandbox_unavailable: str | None = "not checked yet"
+    # What signs thinking blocks (server/secret_key.py); loaded from the settings
+    # and the environment unless given.
+    secrets: SecretKeys | None = None
     admission: Admission = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings.server
         self.admission = Admission(s.max_concurrent_sequences, s.retry_after)
+        if self.secrets is None:
+            self.secrets = load(s.secret_key_file)
+
+    @property
+    def keys(self) -> SecretKeys:
+        assert self.secrets is not None  # set by __post_init__
+        return self.secrets
 
     @property
     def model_names(self) -> tuple[str, ...]:
