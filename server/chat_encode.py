@@ -145,6 +145,9 @@ class ChunkEncoder:
         """After the first byte: one error frame, then [DONE]."""
         return _sse(error_body(err.status, err.message, err.param, err.code)) + DONE
 
+    def error_status(self, err: APIError) -> int:
+        return err.status
+
 
 class ResponseFold:
     """Events -> one ``chat.completion`` object."""
@@ -192,6 +195,9 @@ class ResponseFold:
 
     def error(self, err: APIError) -> bytes:
         return orjson.dumps(error_body(err.status, err.message, err.param, err.code))
+
+    def error_status(self, err: APIError) -> int:
+        return err.status
 
     def response(self, usage: Usage) -> dict[str, Any]:
         choices = []

@@ -60,6 +60,20 @@ def check_limits(req: ChatCompletionRequest, state: AppState) -> None:
         raise bad_request("priority needs a server whose [engine] scheduling_policy is \"priority\"", "priority")
 
 
+def prompt_tokens(req: ChatCompletionRequest, state: AppState) -> int:
+    """The prompt tokens the engine would see for ``req``, counted without running it
+    (Anthropic's ``count_tokens``): checked, planned and rendered as :func:`prepare`
+    does, so thinking, tools and the chat template are the same; nothing is admitted.
+    A prompt longer than the context window is counted, not refused: the count is
+    what a client needs to shorten it."""
+    check_limits(req, state)
+    plan = plan_request(req, state.settings)
+    state.require_engine()
+    output_format(req, state.tool_parser)  # tools a run would refuse are refused here too
+    assert state.renderer is not None  # set before the engine
+    return len(state.renderer.render(req, plan.thinking).ids)
+
+
 def prepare(req: ChatCompletionRequest, state: AppState, request_id: str) -> Prepared:
     check_limits(req, state)
     settings = state.settings

@@ -47,6 +47,10 @@ class Encoder(Protocol):
 
     def error(self, err: APIError) -> bytes: ...
 
+    def error_status(self, err: APIError) -> int:
+        """The HTTP status of ``err`` on this surface, before the first byte."""
+        ...
+
 
 def as_api_error(exc: BaseException) -> APIError:
     if isinstance(exc, APIError):
@@ -139,7 +143,7 @@ class EventResponse(Response):
         if self._started:
             await self._write(self.encoder.error(err), last=True)
             return
-        await self._begin(err.status, {**self.extra_headers, **err.headers}, "application/json")
+        await self._begin(self.encoder.error_status(err), {**self.extra_headers, **err.headers}, "application/json")
         await self._write(self.encoder.error(err), last=True)
 
     async def _begin(self, status: int, headers: dict[str, str], media_type: str | None = None) -> None:
