@@ -18,9 +18,9 @@ Where the keys come from, the first that is set wins:
 Rotation: the first key signs, every key verifies. To rotate, put the new key
 first and keep the old one after it until no client holds its signatures.
 
-Each use signs under a purpose of its own (HMAC-SHA256 over ``purpose``, a NUL
-byte, then the data), so a signature made for one surface is never valid
-for another.
+Each use signs under a purpose of its own (HMAC-SHA256 over "sign", the
+purpose, then the data, NUL between them), so a signature made for one surface
+is never valid for another, nor equal to a derived key.
 """
 from __future__ import annotations
 
@@ -70,11 +70,19 @@ class SecretKeys:
     def derive(self, purpose: str) -> tuple[bytes, ...]:
         """32-byte keys for ``purpose``, one per key and in the same order (the first
         encrypts, all decrypt), for primitives other than a signature."""
-        return tuple(hmac.new(key, b"derive\0" + purpose.encode(), hashlib.sha256).digest() for key in self.keys)
+        return tuple(hmac.new(key, _label(b"derive", purpose), hashlib.sha256).digest() for key in self.keys)
+
+
+def _label(use: bytes, purpose: str) -> bytes:
+    """What a MAC is over starts with its use (a signature, a derived key) and purpose,
+    each ended by NUL, so no signature can equal a derived key or another purpose's."""
+    if "\0" in purpose:  # the separator: a purpose holding one could pose as another's data
+        raise ValueError("a purpose must not contain NUL")
+    return use + b"\0" + purpose.encode() + b"\0"
 
 
 def _mac(key: bytes, purpose: str, data: bytes) -> str:
-    digest = hmac.new(key, purpose.encode() + b"\0" + data, hashlib.sha256).digest()
+    digest = hmac.new(key, _label(b"sign", purpose) + data, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
