@@ -252,7 +252,8 @@ def renamed(exc: APIError, body: CountTokensRequest) -> APIError:
         adaptive = body.thinking is not None and body.thinking.type == "adaptive"
         if param == "reasoning.strategy" and adaptive and not (body.reasoning and body.reasoning.strategy):
             param = "thinking.type"  # the client chose auto by asking for adaptive thinking
-    message = re.sub(r"\b(" + "|".join(_WORDS) + r")\b", lambda m: _WORDS[m.group(1)], exc.message)
+    message, head = exc.message, ""
     if exc.param is not None and message.startswith(exc.param + ":"):
-        message = f"{param}{message[len(exc.param):]}"
+        message, head = message[len(exc.param):], str(param)
+    message = head + re.sub(r"\b(" + "|".join(_WORDS) + r")\b", lambda m: _WORDS[m.group(1)], message)
     return APIError(exc.status, message, param, exc.code, exc.headers)

@@ -101,10 +101,11 @@ class InputMessage(_Strict):
 class ToolDef(_Strict):
     """A client tool (Anthropic's server tools, such as web search, are not offered)."""
 
+    # First, so that a server tool's type is the error named, not what it lacks.
+    type: Literal["custom"] | None = None
     name: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
     description: str | None = None
     input_schema: dict[str, Any]
-    type: Literal["custom"] | None = None
     strict: bool | None = None
     cache_control: CacheControl | None = None
 
