@@ -19,12 +19,12 @@ on the message and on the ``message_delta`` event.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from pydantic_core import from_json
 
 from strategies.events import Answer, ChoiceDone, Event, Progress, Thinking, ToolCallDelta
 from strategies.ledger import Usage
@@ -244,10 +244,12 @@ class MessageFold:
 
 
 def tool_input(text: str) -> dict[str, Any]:
-    """A tool call's arguments as ``input`` (an object): ``{}`` when there are none, or
-    when they are not a JSON object (a call cut by ``max_tokens``, stop_reason says so)."""
+    """A tool call's arguments as ``input`` (an object). Arguments cut short (by
+    ``max_tokens``: stop_reason says so) are read as far as they go, as the SDK reads
+    a stream's ``input_json_delta`` pieces; ``{}`` when there are none or they are no
+    JSON object."""
     try:
-        value = json.loads(text) if text else {}
+        value = from_json(text, allow_partial=True) if text else {}
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
