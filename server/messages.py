@@ -16,19 +16,27 @@ from fastapi.responses import JSONResponse
 from strategies.plan import Plan
 
 from .chat import respond
-from .errors import APIError
+from .errors import APIError, bad_request
 from .messages_encode import MessageFold, MessageMeta, MessageStream
 from .messages_map import renamed, sign_thinking, to_chat
 from .messages_wire import CountTokensRequest, MessagesRequest
 from .prepare import prepare, prompt_tokens
 from .state import AppState
 from .transport import Encoder, EventResponse
+from .wire import ChatCompletionRequest
+
+
+def _mapped(body: CountTokensRequest, state: AppState) -> ChatCompletionRequest:
+    limit = state.settings.server.max_messages
+    if len(body.messages) > limit:  # counted as sent: the mapping may combine turns
+        raise bad_request(f"at most {limit} messages are allowed", "messages")
+    return to_chat(body, state.keys)
 
 
 async def create_message(request: Request, body: MessagesRequest, state: AppState) -> EventResponse:
     rid: str = request.state.request_id
     keys = state.keys
-    req = to_chat(body, keys)
+    req = _mapped(body, state)
     try:
         ready = prepare(req, state, rid)
     except APIError as exc:
@@ -45,7 +53,7 @@ async def create_message(request: Request, body: MessagesRequest, state: AppStat
 
 async def count_tokens(body: CountTokensRequest, state: AppState) -> JSONResponse:
     """``{"input_tokens": N}``: the prompt of the same request as the engine would see it."""
-    req = to_chat(body, state.keys)
+    req = _mapped(body, state)
     try:
         return JSONResponse({"input_tokens": prompt_tokens(req, state)})
     except APIError as exc:

@@ -363,6 +363,8 @@ REFUSED = [
                                                                            "schema": {"type": "object"}}}},
      400, "invalid_request_error", "output_config.format"),
     ("timeout-too-long", {"timeout": 10**6}, 400, "invalid_request_error", "timeout"),
+    ("too-many-messages", {"messages": [{"role": "user", "content": "a"}] * 513}, 400, "invalid_request_error",
+     "messages"),
     ("too-many-samples", {"reasoning": {"strategy": "self_consistency", "samples": 65}}, 400, "invalid_request_error",
      "reasoning.samples"),
 ]

@@ -289,3 +289,39 @@ def test_the_auto_strategy_adaptive_thinking_chose_is_named_as_thinking_type() -
     named = MessagesRequest.model_validate({**BASE, "thinking": {"type": "adaptive"},
                                             "reasoning": {"strategy": "auto"}})
     assert renamed(err, named).param == "reasoning.strategy"
+
+
+def _openapi() -> dict[str, Any]:
+    from server.app import create_app
+    from server.settings import load_settings
+    from server.state import AppState
+
+    return create_app(AppState(load_settings(), "unused", secrets=KEYS), lambda: None).openapi()
+
+
+@pytest.mark.parametrize("cases", ["mapped", "refused", "invalid"])
+def test_the_openapi_schema_agrees_with_the_wire_model(cases: str) -> None:
+    """The fuzz test (tests/integration/test_fuzz.py) holds the server to /openapi.json:
+    what the schema calls invalid must be refused, and what it calls valid parsed."""
+    import jsonschema
+
+    schema = _openapi()
+    validator = jsonschema.Draft202012Validator({**schema, "$ref": "#/components/schemas/MessagesRequest"})
+    table = {"mapped": MAPPED, "refused": REFUSED, "invalid": INVALID}[cases]
+    for name, (fields, *_) in table.items():
+        sent = {k: v for k, v in {**BASE, **fields, "model": "SmolLM2-135M-Instruct"}.items() if v is not None}
+        try:
+            MessagesRequest.model_validate(sent)
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert validator.is_valid(sent) == accepted, name
+
+
+def test_the_openapi_schema_documents_both_routes() -> None:
+    paths = _openapi()["paths"]
+    create, count = paths["/v1/messages"]["post"], paths["/v1/messages/count_tokens"]["post"]
+    assert set(create["responses"]) == {"200", "400", "401", "404", "413", "429", "504", "529"}
+    assert set(create["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    assert create["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/AnthropicError")
+    assert set(count["responses"]) == {"200", "400", "401", "404", "413", "529"}
