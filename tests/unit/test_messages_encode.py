@@ -24,7 +24,7 @@ from strategies.events import Answer, ChoiceDone, Event, Progress, Thinking, Too
 from strategies.ledger import Usage
 from strategies.single import SingleTrace
 from tests.unit.harness import make_plan, text_of
-from tests.unit.test_response_shapes import SHAPES
+from tests.unit.test_response_shapes import SHAPES, _models
 
 KEYS = SecretKeys((b"s" * 32,))
 OURS = {m.model_fields["type"].annotation.__args__[0]: m for m in mw.STREAM_EVENTS}  # type: ignore[union-attr]
@@ -219,3 +219,10 @@ def test_errors_take_anthropic_s_shape(status: int, kind: str, http: int) -> Non
     frame = MessageStream(meta).error(err)
     assert frame == b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
     assert MessageStream(meta).error_status(err) == http
+
+
+@pytest.mark.parametrize("model", mw.RESPONSE_MODELS, ids=lambda m: m.__name__)
+def test_every_nested_response_model_forbids_undeclared_fields(model: type) -> None:
+    """So a field an encoder adds without declaring it fails the shape checks above."""
+    models = _models(model)
+    assert {m.__name__: m.model_config.get("extra") for m in models} == {m.__name__: "forbid" for m in models}
