@@ -151,11 +151,12 @@ def test_raw_stream_framing(live) -> None:
     kinds = [e for e, _ in events if e != "comment"]
     assert kinds[:2] == ["message_start", "ping"] and kinds[-2:] == ["message_delta", "message_stop"]
     assert all(d["type"] == e for e, d in events if e != "comment")
-    blocks = [d["content_block"]["type"] for e, d in events if e == "content_block_start"]
-    assert blocks[0] == "thinking" and "text" in blocks
+    data = [d for e, d in events if e != "comment"]
+    blocks = [d["content_block"]["type"] for d in data if d["type"] == "content_block_start"]
+    assert blocks[0] == "thinking"
     i = kinds.index("content_block_stop")  # the thinking block's: its signature just before
-    deltas = [d for e, d in events if e == "content_block_delta"]
-    assert kinds[i - 1] == "content_block_delta" and [d for d in deltas if d["delta"]["type"] == "signature_delta"]
+    assert data[i - 1]["type"] == "content_block_delta" and data[i - 1]["delta"]["type"] == "signature_delta"
+    assert data[i - 1]["delta"]["signature"] and data[i]["index"] == 0
 
 
 # -- thinking blocks sent back -------------------------------------------------------------
