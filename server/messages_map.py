@@ -35,12 +35,9 @@ surface's instead.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from pydantic import ValidationError
-
-from .errors import APIError, bad_request, loc_to_param
+from .errors import APIError, bad_request
 from .messages_wire import (
     CountTokensRequest,
     InputMessage,
@@ -52,6 +49,7 @@ from .messages_wire import (
     ToolUseBlock,
 )
 from .secret_key import SecretKeys
+from .surface import chat_request, rename_param, renamed_error
 from .wire import ChatCompletionRequest
 
 # The purpose thinking signatures are made for (server/secret_key.py).
@@ -72,12 +70,7 @@ def to_chat(body: CountTokensRequest, keys: SecretKeys) -> ChatCompletionRequest
         fields["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.schema_}}
     if isinstance(body, MessagesRequest):
         fields.update(_sampling(body))
-    try:
-        return ChatCompletionRequest.model_validate(fields)
-    except ValidationError as exc:  # what this surface's model let through and the chat model does not
-        first = exc.errors()[0]
-        param = loc_to_param(tuple(first["loc"]))
-        raise renamed(bad_request(f"{param}: {first['msg']}", param), body) from None
+    return chat_request(fields, lambda exc: renamed(exc, body))
 
 
 def _text(text: str) -> dict[str, str]:
@@ -245,15 +238,8 @@ _WORDS = {"max_completion_tokens": "max_tokens", "response_format": "output_conf
 
 def renamed(exc: APIError, body: CountTokensRequest) -> APIError:
     """``exc`` raised by the chat path for ``body``, naming this surface's fields."""
-    param = exc.param
-    if param is not None:
-        for pattern, replacement in _PARAMS:
-            param = re.sub(pattern, replacement, param)
-        adaptive = body.thinking is not None and body.thinking.type == "adaptive"
-        if param == "reasoning.strategy" and adaptive and not (body.reasoning and body.reasoning.strategy):
-            param = "thinking.type"  # the client chose auto by asking for adaptive thinking
-    message, head = exc.message, ""
-    if exc.param is not None and message.startswith(exc.param + ":"):
-        message, head = message[len(exc.param):], str(param)
-    message = head + re.sub(r"\b(" + "|".join(_WORDS) + r")\b", lambda m: _WORDS[m.group(1)], message)
-    return APIError(exc.status, message, param, exc.code, exc.headers)
+    param = rename_param(exc.param, _PARAMS)
+    adaptive = body.thinking is not None and body.thinking.type == "adaptive"
+    if param == "reasoning.strategy" and adaptive and not (body.reasoning and body.reasoning.strategy):
+        param = "thinking.type"  # the client chose auto by asking for adaptive thinking
+    return renamed_error(exc, param, _WORDS)

@@ -15,6 +15,7 @@ from .errors import APIError
 from .metrics import Metrics
 from .output_format import ToolParser
 from .prompt import Renderer
+from .responses_store import ResponseStore, open_store
 from .sandbox import Sandbox
 from .secret_key import SecretKeys, load
 from .settings import Settings
@@ -62,6 +63,9 @@ class AppState:
     # What signs thinking blocks (server/secret_key.py); loaded from the settings
     # and the environment unless given.
     secrets: SecretKeys | None = None
+    # Stored responses of /v1/responses (server/responses_store.py); opened on first
+    # use, so a server that never stores one touches no file.
+    responses_store: ResponseStore | None = None
     admission: Admission = field(init=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +78,12 @@ class AppState:
     def keys(self) -> SecretKeys:
         assert self.secrets is not None  # set by __post_init__
         return self.secrets
+
+    def store(self) -> ResponseStore:
+        if self.responses_store is None:
+            r = self.settings.responses
+            self.responses_store = open_store(r.store_path, r.max_stored, r.max_age_hours)
+        return self.responses_store
 
     @property
     def model_names(self) -> tuple[str, ...]:
