@@ -26,6 +26,8 @@ from .messages import count_tokens, create_message
 from .messages_wire import CountTokensRequest, MessagesRequest
 from .middleware import RequestContext
 from .prompt import Renderer, followup_renderer
+from .responses import create_response, delete_response, get_response
+from .responses_wire import ResponsesRequest
 from .sandbox import Sandbox
 from .state import AppState, ServedEngine
 from .wire import ChatCompletionRequest
@@ -57,7 +59,7 @@ def create_app(state: AppState, start_engine: Callable[[], ServedEngine]) -> Fas
                        max_body_bytes=server.max_body_bytes, error_shapes=ERROR_SHAPES)
     if server.cors_origins:  # outermost, so a browser's preflight is answered before the key check
         app.add_middleware(CORSMiddleware, allow_origins=list(server.cors_origins),
-                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
                            allow_headers=["authorization", "x-api-key", "anthropic-version", "content-type",
                                           "x-request-id"],
                            expose_headers=["x-request-id", "x-reasoning-strategy", "retry-after"])
@@ -99,6 +101,18 @@ def _routes(state: AppState) -> APIRouter:
     @router.post("/v1/messages/count_tokens", response_model=None, responses=openapi.COUNT_RESPONSES)
     async def _count_tokens(body: CountTokensRequest) -> Response:
         return await count_tokens(body, state)
+
+    @router.post("/v1/responses", response_model=None, responses=openapi.RESPONSES_RESPONSES)
+    async def _responses(request: Request, body: ResponsesRequest) -> Response:
+        return await create_response(request, body, state)
+
+    @router.get("/v1/responses/{response_id}", response_model=None, responses=openapi.STORED_RESPONSES)
+    async def _get_response(request: Request, response_id: str) -> Response:
+        return await get_response(request, response_id, state)
+
+    @router.delete("/v1/responses/{response_id}", response_model=None, responses=openapi.STORED_RESPONSES)
+    async def _delete_response(request: Request, response_id: str) -> Response:
+        return await delete_response(request, response_id, state)
 
     @router.get("/v1/models", response_model=None, responses={
         200: {"description": "the served model", "headers": openapi.RID,

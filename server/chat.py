@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 from fastapi import Request
 
+from strategies.ledger import Usage
+from strategies.phase import Phase
 from strategies.plan import Plan
 
 from .chat_encode import ChunkEncoder, ResponseFold, ResponseMeta
@@ -36,15 +38,17 @@ async def chat_completions(request: Request, req: ChatCompletionRequest, state: 
     return respond(request, state, ready, encoder)
 
 
-def respond(request: Request, state: AppState, ready: Prepared, encoder: Callable[[Plan], Encoder]) -> EventResponse:
-    """The response of a prepared request: its run through the transport loop, encoded
-    by ``encoder(plan)``; the admission ticket is released if this fails."""
+def respond(request: Request, state: AppState, ready: Prepared, encoder: Callable[[Plan], Encoder],
+            run: Phase[Usage] | None = None) -> EventResponse:
+    """The response of a prepared request: its run (``ready.run``, or ``run`` that wraps
+    it) through the transport loop, encoded by ``encoder(plan)``; the admission ticket
+    is released if this fails."""
     plan = ready.plan
     request.state.strategy = plan.strategy
     rid: str = request.state.request_id
     try:
         ping = None if ready.streams_tokens else state.settings.server.ping_interval
-        return EventResponse(ready.run, encoder(plan), ready.ticket, RequestMetrics(state.metrics, plan),
+        return EventResponse(run or ready.run, encoder(plan), ready.ticket, RequestMetrics(state.metrics, plan),
                              {"x-request-id": rid, "x-reasoning-strategy": plan.strategy}, ping)
     except BaseException:
         ready.ticket.release()

@@ -35,7 +35,7 @@ def request_id(headers: dict[bytes, bytes]) -> str:
     return given if _SANE_ID.match(given) else uuid.uuid4().hex
 
 
-def _given_key(headers: dict[bytes, bytes]) -> str:
+def given_key(headers: dict[bytes, bytes]) -> str:
     """The key a request sends: the Bearer token, else ``x-api-key``."""
     scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
@@ -44,7 +44,7 @@ def _given_key(headers: dict[bytes, bytes]) -> str:
 
 
 def authorized(headers: dict[bytes, bytes], keys: tuple[str, ...]) -> bool:
-    given = _given_key(headers).encode()
+    given = given_key(headers).encode()
     if not given:
         return False
     # Compare against every key in constant time; no early exit on a match.

@@ -87,6 +87,32 @@ MESSAGES_RESPONSES: dict[int | str, dict[str, Any]] = {
     504: _anthropic_error("timeout_error: the request passed its deadline (`timeout`); its engine work was "
                           "aborted"),
 }
+# The Responses API's bodies and events are OpenAI's (the `openai` SDK's types);
+# documented here as objects, with the errors in OpenAI's shape.
+_RESPONSE_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: error("invalid request: body, field values, reasoning controls, encrypted_content, context length"),
+    401: error("missing or wrong API key"),
+    404: error("unknown model, or previous_response_id not found (with this API key)"),
+    413: error("request body over the server's limit"),
+}
+RESPONSES_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the response object; with `stream: true` the Responses server-sent events, each with "
+                         "its `sequence_number`, ending with `response.completed` / `response.incomplete` / "
+                         "`response.failed`",
+          "headers": {**RID, "x-reasoning-strategy": {**_HEADER, "required": True}},
+          "content": {"application/json": {"schema": {"type": "object"}},
+                      "text/event-stream": {"itemSchema": {"type": "object"}}}},
+    **_RESPONSE_ERRORS,
+    429: error("the server is at capacity, or the request needs more than it admits", retry=True),
+    503: error("the engine is starting, unavailable or the server is shutting down", retry=True),
+    504: error("the request passed its deadline (`timeout`); its engine work was aborted"),
+}
+STORED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the stored response (GET), or its deletion (DELETE)", "headers": RID,
+          "content": {"application/json": {"schema": {"type": "object"}}}},
+    401: error("missing or wrong API key"),
+    404: error("no such response stored with this API key"),
+}
 COUNT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "the prompt tokens the engine would see for this request", "headers": RID,
           "content": {"application/json": {"schema": ref(messages_wire.TokenCount)}}},
@@ -107,11 +133,11 @@ def schema(app: FastAPI, state: AppState) -> dict[str, Any]:
     _, defs = models_json_schema([(m, "serialization") for m in models], ref_template="#/components/schemas/{model}")
     components.update(defs.get("$defs", {}))
     limits = state.settings
-    for name in ("ChatCompletionRequest", "MessagesRequest", "CountTokensRequest"):
+    for name in ("ChatCompletionRequest", "MessagesRequest", "CountTokensRequest", "ResponsesRequest"):
         request = components[name]["properties"]
         request["model"]["enum"] = list(state.model_names)
-        # Chat turns count against the limit; an Anthropic message is at least one of them.
-        request["messages"]["maxItems"] = limits.server.max_messages
+        if "messages" in request:  # chat turns count against the limit; an Anthropic message is at least one
+            request["messages"]["maxItems"] = limits.server.max_messages
     components["ChatCompletionRequest"]["properties"]["n"]["maximum"] = limits.defaults.max_n
     keyed = bool(limits.server.api_keys)
     if keyed:  # either header carries the key, on every route

@@ -23,7 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 from strategies.engine import EngineRequestFailed, EngineUnavailable
 from strategies.events import Event
 from strategies.ledger import Usage
-from strategies.runner import RunPlan
+from strategies.phase import Phase
 
 from .admission import Ticket
 from .errors import APIError
@@ -74,7 +74,7 @@ class EventResponse(Response):
     a single body).
     """
 
-    def __init__(self, run: RunPlan, encoder: Encoder, ticket: Ticket, observer: RequestMetrics,
+    def __init__(self, run: Phase[Usage], encoder: Encoder, ticket: Ticket, observer: RequestMetrics,
                  headers: dict[str, str], ping_interval: float | None) -> None:
         self.background = None
         self.run, self.encoder, self.ticket, self.observer = run, encoder, ticket, observer
