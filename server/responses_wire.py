@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .messages_wire import _by_type
+from .messages_wire import _by_type, _text_or
 from .wire import _INTEGRAL, ReasoningOptions
 
 
@@ -45,7 +45,7 @@ class MessageItem(_Strict):
     id: str | None = None
     status: _Status | None = None
     role: Literal["user", "assistant", "system", "developer"]
-    content: str | list[TextPart]  # type: ignore[valid-type]
+    content: _text_or(list[TextPart])  # type: ignore[valid-type]
 
 
 class SummaryText(_Strict):
@@ -84,7 +84,7 @@ class FunctionCallOutputItem(_Strict):
     id: str | None = None
     status: _Status | None = None
     call_id: Annotated[str, Field(min_length=1)]
-    output: str | list[InputText]
+    output: _text_or(list[InputText])  # type: ignore[valid-type]
 
 
 def _item_type(value: Any) -> Any:
@@ -152,7 +152,7 @@ Include = Literal["reasoning.encrypted_content"]
 
 class ResponsesRequest(_Strict):
     model: str
-    input: str | Annotated[list[InputItem], Field(min_length=1, max_length=2048)]  # type: ignore[valid-type]
+    input: _text_or(Annotated[list[InputItem], Field(min_length=1, max_length=2048)])  # type: ignore[valid-type]
     instructions: str | None = None
     max_output_tokens: Annotated[int, Field(ge=1, le=1_000_000), _INTEGRAL] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
