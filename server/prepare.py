@@ -81,9 +81,11 @@ def prepare(req: ChatCompletionRequest, state: AppState, request_id: str) -> Pre
     engine = state.require_engine()
     output = output_format(req, state.tool_parser)
     strategy = registry.get(plan.strategy)
-    code = state.sandbox if strategy.needs_code(plan) else None
-    if code is not None and state.sandbox_unavailable:
-        raise bad_request(f"the code interpreter is unavailable on this server: {state.sandbox_unavailable}",
+    needs_code = strategy.needs_code(plan)
+    code = state.sandbox if needs_code else None
+    if needs_code and (code is None or state.sandbox_unavailable):
+        raise bad_request(f"the code interpreter is unavailable on this server: "
+                          f"{state.sandbox_unavailable or 'no sandbox'}",
                           "reasoning.strategy", "tool_unavailable")
     if output is not PLAIN and not strategy.formats:
         what = "tool calls" if output.tools else "structured_outputs" if req.structured_outputs else "response_format"

@@ -34,6 +34,8 @@ class OutputText(_Strict):
     text: str
     annotations: list[Any] | None = None
     logprobs: list[Any] | None = None
+    # The SDK's own parse of ``text`` (``responses.parse`` / ``stream``), sent back with it; the text is what counts.
+    parsed: Any = None
 
 
 TextPart = _by_type({"input_text": InputText, "output_text": OutputText})
@@ -77,6 +79,9 @@ class FunctionCallItem(_Strict):
     call_id: Annotated[str, Field(min_length=1)]
     name: str
     arguments: str
+    # The SDK's own parse of ``arguments`` (``responses.parse`` / ``stream``), sent back with it; the
+    # arguments are what counts.
+    parsed_arguments: Any = None
 
 
 class FunctionCallOutputItem(_Strict):
