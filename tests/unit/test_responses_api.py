@@ -16,11 +16,11 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 from scripted_engine import char_model_info
-from tests.unit.test_messages_api import KEY, KEYS, MODEL, THOUGHT, Broken, Served, Slow, serve
 
 from server.app import create_app
 from server.secret_key import SecretKeys
 from server.state import AppState
+from tests.unit.test_messages_api import KEY, KEYS, MODEL, THOUGHT, Broken, Served, Slow, serve
 
 OTHER_KEY = "other-key-0123456789"
 THINK = {"reasoning": {"effort": "low"}}
