@@ -30,7 +30,8 @@ from strategies.events import Answer, ChoiceDone, Event, Progress, Thinking, Too
 from strategies.ledger import Usage
 from strategies.trace import to_json
 
-from .errors import APIError, error_body
+from .chat_encode import JsonBody
+from .errors import APIError
 from .responses_summary import Summary
 
 # ChoiceDone.finish_reason -> the response's incomplete_details.reason (None: completed).
@@ -220,12 +221,8 @@ def _failed(err: APIError) -> dict[str, Any]:
     return {"code": code, "message": err.message}
 
 
-class ResponseObjectFold:
+class ResponseObjectFold(JsonBody):
     """Events -> one ``response`` object: the item events applied as the SDK applies a stream."""
-
-    streaming = False
-    media_type = "application/json"
-    ping = b""
 
     def __init__(self, meta: ResponseMeta) -> None:
         self.meta = meta
@@ -246,9 +243,6 @@ class ResponseObjectFold:
         for e in events:
             self.feed(e)
 
-    def start(self) -> bytes:
-        return b""
-
     def response(self, usage: Usage) -> dict[str, Any]:
         self.apply(self.items.close())
         body = self.items.response("completed", self.output, usage)
@@ -258,12 +252,6 @@ class ResponseObjectFold:
 
     def finish(self, usage: Usage) -> bytes:
         return orjson.dumps(self.response(usage))
-
-    def error(self, err: APIError) -> bytes:
-        return orjson.dumps(error_body(err.status, err.message, err.param, err.code))
-
-    def error_status(self, err: APIError) -> int:
-        return err.status
 
 
 class ResponseStream:
