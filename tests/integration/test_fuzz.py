@@ -9,7 +9,8 @@ the schema documents them (each SSE event of a stream too), and invalid data
 refused with a 4xx. Only the cost of a chat case is bounded (:func:`cheap`),
 so every case the engine runs is a few tokens. Anthropic's ``/v1/messages`` and
 ``/v1/messages/count_tokens`` are in the same schema and fuzzed the same way;
-their errors must have Anthropic's shape.
+their errors must have Anthropic's shape. OpenAI's ``/v1/responses`` (and
+``GET`` / ``DELETE /v1/responses/{id}``) too, with OpenAI's errors.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.integration
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
 COUNT = "/v1/messages/count_tokens"
+RESPONSES = "/v1/responses"
 # What one generated chat request may cost. Only integers above a cap are
 # lowered; types, negative values and everything else stay as generated, so
 # invalid cases stay invalid and valid ones still run on the engine.
@@ -50,6 +52,9 @@ NESTED_CAPS = {
 # /v1/messages: max_tokens is required (a case without it stays invalid); thinking's
 # budget must be below it, so a capped budget below the capped max_tokens still runs.
 MESSAGES_CAPS = {"max_tokens": 24}
+# /v1/responses: max_output_tokens is optional (the default would be 1024 answer tokens).
+RESPONSES_CAPS = {"max_output_tokens": 24}
+_CAPS = {CHAT: CAPS, MESSAGES: MESSAGES_CAPS, RESPONSES: RESPONSES_CAPS}
 # Every case with a valid timeout gets this one: far above what a capped case
 # needs (so a 504 means a hang), while a generated tiny one would make 504 the
 # right answer.
@@ -74,12 +79,14 @@ def cheap(body: Any, path: str = CHAT) -> Any:
     if not isinstance(body, dict):
         return body
     body = copy.deepcopy(body)
-    _cap(body, CAPS if path == CHAT else MESSAGES_CAPS)
+    _cap(body, _CAPS[path])
     for name, caps in NESTED_CAPS.items():
         if isinstance(body.get(name), dict):
             _cap(body[name], caps)
     if path == CHAT and body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
         body["max_tokens"] = CAPS["max_tokens"]  # the default is 1024 answer tokens
+    if path == RESPONSES and body.get("max_output_tokens") is None:
+        body["max_output_tokens"] = RESPONSES_CAPS["max_output_tokens"]
     # Generated cases rarely name `stream`; those that do not are streamed, so both
     # the SSE encoder and the JSON fold are fuzzed (explicit `false` still folds).
     body.setdefault("stream", True)
@@ -125,7 +132,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @schema.parametrize()
 @pytest.mark.usefixtures("_pytest9_nodeid")
 def test_schemathesis(case, seen: Counter) -> None:
-    if case.path in (CHAT, MESSAGES):
+    if case.path in (CHAT, MESSAGES, RESPONSES):
         case.body = cheap(case.body, case.path)
     response = case.call(timeout=60)
     kind = response.headers.get("content-type", [""])[0].split(";")[0]
@@ -146,6 +153,10 @@ def test_schemathesis_reached_the_engine_both_ways(seen: Counter) -> None:
     assert messages[(200, "text/event-stream")] >= 1, messages
     assert messages[(400, "application/json")] >= 20, messages
     assert any(op == "POST " + COUNT and status == 200 for op, status, _ in seen), seen
+    responses = Counter({(status, kind): k for (op, status, kind), k in seen.items() if op == "POST " + RESPONSES})
+    assert responses[(200, "application/json")] >= 1, responses
+    assert responses[(200, "text/event-stream")] >= 1, responses
+    assert responses[(400, "application/json")] >= 20, responses
     assert all(status < 500 for _, status, _ in seen), seen
 
 
@@ -380,3 +391,64 @@ def test_wrong_type_in_a_message_is_an_anthropic_400_naming_the_field(live, fiel
 def test_every_messages_field_has_a_wrong_type_case(api_schema) -> None:
     fields = set(api_schema.raw_schema["components"]["schemas"]["MessagesRequest"]["properties"])
     assert fields == set(MESSAGES_WRONG_TYPES)
+
+
+# -- /v1/responses: the same refusals, in OpenAI's shape ------------------------------------
+
+def _response(live) -> dict[str, Any]:
+    return {"model": live.model, "max_output_tokens": 4, "input": "hi"}
+
+
+@pytest.mark.parametrize("name", list(MESSAGES_MALFORMED))
+def test_malformed_responses_body_is_an_openai_400(live, name: str) -> None:
+    before = _prompt_tokens(live)
+    r = httpx.post(live.base_url + RESPONSES, content=MESSAGES_MALFORMED[name],
+                   headers=live.headers() | {"content-type": "application/json"}, timeout=60)
+    _assert_openai_400(r)
+    assert _prompt_tokens(live) == before
+
+
+# A value of the wrong JSON type (or an unsupported one) for every field of the Responses request.
+RESPONSES_WRONG_TYPES = {
+    "model": [[], 5, None],
+    "input": [{}, 5, None, [], [{"role": "robot", "content": "x"}], [{"role": "user", "content": 5}],
+              [{"type": "item_reference", "id": "x"}], [{"type": "function_call_output", "call_id": "c"}],
+              [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]],
+    "instructions": [5, ["x"]],
+    "max_output_tokens": ["8", 8.5, True, 0],
+    "temperature": ["0.5", 2.5, True],
+    "top_p": ["1", 0],
+    "tools": ["x", {}, [1], [{"type": "function"}], [{"type": "web_search"}],
+              [{"type": "code_interpreter", "container": "cntr_1"}]],
+    "tool_choice": ["sometimes", 5, {"type": "function"}, {"type": "web_search"}],
+    "parallel_tool_calls": ["true", 1],
+    "text": ["json", {"format": {"type": "regex"}}, {"verbosity": "low"}],
+    "reasoning": ["high", {"summary": "long"}, {"unknown": 1}, {"stream_candidates": True}],
+    "stream": ["true", 1],
+    "store": ["true", 1],
+    "previous_response_id": [5, ["resp_x"]],
+    "include": ["reasoning.encrypted_content", ["file_search_call.results"]],
+    "metadata": ["m", {"k": 5}],
+    "user": [5],
+    "truncation": ["auto", 5],
+    "seed": ["1", 1.5],
+    "top_k": ["5", 1.5],
+    "timeout": ["20", True],
+}
+RESPONSES_WRONG = [(f, v) for f, values in RESPONSES_WRONG_TYPES.items() for v in values]
+
+
+@pytest.mark.parametrize("field,value", RESPONSES_WRONG,
+                         ids=[f"{f}={json.dumps(v)[:24]}" for f, v in RESPONSES_WRONG])
+def test_wrong_type_in_a_response_request_is_a_400_naming_the_field(live, field: str, value) -> None:
+    before = _prompt_tokens(live)
+    r = httpx.post(live.base_url + RESPONSES, json={**_response(live), field: value}, headers=live.headers(),
+                   timeout=60)
+    _assert_openai_400(r)
+    assert r.json()["error"]["param"].split(".")[0].split("[")[0] == field, r.json()
+    assert _prompt_tokens(live) == before
+
+
+def test_every_responses_field_has_a_wrong_type_case(api_schema) -> None:
+    fields = set(api_schema.raw_schema["components"]["schemas"]["ResponsesRequest"]["properties"])
+    assert fields == set(RESPONSES_WRONG_TYPES)
