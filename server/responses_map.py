@@ -124,7 +124,7 @@ def _conversation(items: list[tuple[str, Any, bool]], source: Source) -> list[di
             fresh = open_turn is not None and bool(open_turn["content"] or open_turn.get("tool_calls"))
             msg = turns.assistant(fresh)
             msg["reasoning"] = msg.get("reasoning", "") + _reasoning_text(param, item, trusted, source)
-    last_param, last, _ = items[-1]
+    last_param = items[-1][0]
     if turns.open is not None:
         raise bad_request("the last input item is the assistant's: ponder does not continue an assistant turn "
                           "(prefill); end with a user message or a function_call_output", last_param)

@@ -158,6 +158,22 @@ def test_encrypted_reasoning_carries_a_store_false_conversation() -> None:
     assert f"<think>\n{THOUGHT}\n" in prompt and "Are you sure?" in prompt and "The answer is 42." in prompt
 
 
+def test_the_sdk_s_own_output_objects_go_back_as_input(served) -> None:
+    client, _, _, _ = served
+    first = client.responses.create(model=MODEL, input="Is 17 prime?", store=False,
+                                    include=["reasoning.encrypted_content"], **THINK)
+    second = client.responses.create(model=MODEL, store=False, input=[
+        {"role": "user", "content": "Is 17 prime?"}, *first.output, {"role": "user", "content": "And 21?"}])
+    assert second.status == "completed"
+    with client.responses.stream(model=MODEL, input="Weather?", tools=[WEATHER], tool_choice="required",
+                                 **THINK) as stream:
+        parsed = stream.get_final_response()  # its items carry the SDK's parse fields
+    third = client.responses.create(model=MODEL, input=[
+        {"role": "user", "content": "Weather?"}, *parsed.output,
+        {"type": "function_call_output", "call_id": parsed.output[1].call_id, "output": "18 C"}])
+    assert third.output_text == "The answer is 42."
+
+
 @pytest.mark.parametrize("tamper", ["byte", "foreign-key", "plain-content"])
 def test_tampered_reasoning_is_refused(served, tamper: str) -> None:
     client, engine, _, _ = served
