@@ -456,13 +456,11 @@ def test_the_deadline_is_timeout_error(stream: bool) -> None:
 # -- a client that leaves -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["message", "stream"])
-@pytest.mark.asyncio
-async def test_a_disconnect_aborts_the_engine_work(stream: bool) -> None:
-    engine = Slow(char_model_info(), [["z"] * 3000])
-    _, _, state = serve(engine)
+async def post_then_leave(state: AppState, engine: Served, path: str, fields: dict[str, Any]) -> list[dict]:
+    """POST ``fields`` to ``path`` straight through the ASGI app, and disconnect once
+    the engine is generating; what the app sent (after a first placeholder)."""
     app = create_app(state, lambda: engine)
-    payload = orjson.dumps(body(max_tokens=3000, stream=stream))
+    payload = orjson.dumps(fields)
     running = asyncio.Event()
     sent: list[dict] = []
 
@@ -481,7 +479,7 @@ async def test_a_disconnect_aborts_the_engine_work(stream: bool) -> None:
             await asyncio.sleep(0.005)
         running.set()
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/messages", "raw_path": b"/v1/messages",
+    scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(),
              "query_string": b"", "root_path": "", "scheme": "http", "server": ("testserver", 80),
              "client": ("test", 1), "http_version": "1.1", "asgi": {"version": "3.0"},
              "headers": [(b"content-type", b"application/json"), (b"x-api-key", KEY.encode()),
@@ -489,6 +487,15 @@ async def test_a_disconnect_aborts_the_engine_work(stream: bool) -> None:
     watcher = asyncio.create_task(watch())
     await asyncio.wait_for(app(scope, receive, send), 5)
     await watcher
+    return sent
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["message", "stream"])
+@pytest.mark.asyncio
+async def test_a_disconnect_aborts_the_engine_work(stream: bool) -> None:
+    engine = Slow(char_model_info(), [["z"] * 3000])
+    _, _, state = serve(engine)
+    sent = await post_then_leave(state, engine, "/v1/messages", body(max_tokens=3000, stream=stream))
     assert not any(m.get("status", 200) != 200 for m in sent[1:]), sent
     assert engine.aborted and engine.in_flight == 0
     assert not engine.finished, "nothing ran to the end"

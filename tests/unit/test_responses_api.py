@@ -7,20 +7,18 @@ statuses, OpenAI-shaped errors from every layer, and a disconnect that aborts
 the engine work."""
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import openai
-import orjson
 import pytest
 from fastapi.testclient import TestClient
 from scripted_engine import char_model_info
 
-from server.app import create_app
+from server.responses_store import owner_of
 from server.secret_key import SecretKeys
 from server.state import AppState
-from tests.unit.test_messages_api import KEY, KEYS, MODEL, THOUGHT, Broken, Served, Slow, serve
+from tests.unit.test_messages_api import KEY, KEYS, MODEL, THOUGHT, Broken, Served, Slow, post_then_leave, serve
 
 OTHER_KEY = "other-key-0123456789"
 THINK = {"reasoning": {"effort": "low"}}
@@ -236,6 +234,21 @@ def test_get_and_delete(served) -> None:
     assert exc.value.body["code"] == "response_not_found"
 
 
+def test_without_api_keys_every_client_shares_the_store() -> None:
+    client, _, _, http = app(server={"api_keys": []})
+    r = client.responses.create(model=MODEL, input="Hi")
+    assert http.get(f"/v1/responses/{r.id}", headers={"x-api-key": "", "authorization": ""}).status_code == 200
+
+
+def test_a_stored_file_is_where_the_settings_say(tmp_path) -> None:
+    path = tmp_path / "stored" / "responses.sqlite3"
+    client, _, state, _ = app(responses={"store_path": str(path), "max_stored": 2})
+    ids = [client.responses.create(model=MODEL, input="Hi").id for _ in range(3)]
+    assert path.is_file()
+    kept = [state.store().get(i, owner_of(KEY)) is not None for i in ids]
+    assert kept == [False, True, True], "retention keeps the newest"
+
+
 def test_store_false_and_the_server_default() -> None:
     client, _, _, _ = app(responses={"store_path": ":memory:", "store": False})
     r = client.responses.create(model=MODEL, input="Hi")
@@ -342,33 +355,8 @@ def test_engine_failure_before_and_after_the_first_byte() -> None:
 async def test_a_disconnect_aborts_the_engine_work(stream: bool) -> None:
     engine = Slow(char_model_info(), [["z"] * 3000])
     _, _, state = serve(engine, responses={"store_path": ":memory:"})
-    application = create_app(state, lambda: engine)
-    payload = orjson.dumps({"model": MODEL, "input": "Hi", "max_output_tokens": 3000, "stream": stream})
-    running = asyncio.Event()
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        if not sent:
-            sent.append({})
-            return {"type": "http.request", "body": payload, "more_body": False}
-        await running.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    async def watch() -> None:
-        while not engine.in_flight:
-            await asyncio.sleep(0.005)
-        running.set()
-
-    scope = {"type": "http", "method": "POST", "path": "/v1/responses", "raw_path": b"/v1/responses",
-             "query_string": b"", "root_path": "", "scheme": "http", "server": ("testserver", 80),
-             "client": ("test", 1), "http_version": "1.1", "asgi": {"version": "3.0"},
-             "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {KEY}".encode()),
-                         (b"content-length", str(len(payload)).encode())]}
-    watcher = asyncio.create_task(watch())
-    await asyncio.wait_for(application(scope, receive, send), 5)
-    await watcher
+    sent = await post_then_leave(state, engine, "/v1/responses",
+                                 {"model": MODEL, "input": "Hi", "max_output_tokens": 3000, "stream": stream})
+    assert not any(m.get("status", 200) != 200 for m in sent[1:]), sent
     assert engine.aborted and engine.in_flight == 0 and not engine.finished
     assert state.admission.in_use == 0, "the admission ticket is released"
