@@ -123,7 +123,7 @@ async def create_response(request: Request, body: ResponsesRequest, state: AppSt
     try:
         ready = prepare(req, state, rid)
     except APIError as exc:
-        raise renamed(exc) from None
+        raise renamed(exc, body) from None
     response_id, created = f"resp_{uuid.uuid4().hex}", int(time.time())
     keys, include = state.keys, set(body.include or ())
 

@@ -76,7 +76,7 @@ def to_chat(body: ResponsesRequest, source: Source) -> ChatCompletionRequest:
     fmt = _format(body)
     if fmt is not None:
         fields["response_format"] = fmt
-    return chat_request(fields, renamed)
+    return chat_request(fields, lambda exc: renamed(exc, body))
 
 
 def _text(text: str) -> dict[str, str]:
@@ -217,6 +217,10 @@ _WORDS = {"max_completion_tokens": "max_output_tokens", "response_format": "text
           "reasoning_effort": "reasoning.effort"}
 
 
-def renamed(exc: APIError) -> APIError:
-    """``exc`` raised by the chat path, naming this surface's fields."""
-    return renamed_error(exc, rename_param(exc.param, _PARAMS), _WORDS)
+def renamed(exc: APIError, body: ResponsesRequest) -> APIError:
+    """``exc`` raised by the chat path for ``body``, naming this surface's fields."""
+    param = rename_param(exc.param, _PARAMS)
+    asked = body.reasoning is not None and body.reasoning.strategy is not None
+    if exc.code == "tool_unavailable" and not asked:
+        param = "tools"  # the client asked for the code interpreter as a tool
+    return renamed_error(exc, param, _WORDS)

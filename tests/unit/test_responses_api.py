@@ -92,6 +92,8 @@ def test_a_summary_is_written_by_the_engine_after_the_thinking(served) -> None:
     plain = client.responses.create(model=MODEL, input="What is 6*7?", **THINK)
     r = client.responses.create(model=MODEL, input="What is 6*7?", reasoning={"effort": "low", "summary": "auto"})
     (call,) = [c for c in engine.calls if "Summarize the reasoning above" in c.prompt]
+    thinking = next(c for c in engine.calls[len(engine.calls) - 3:] if c is not call)
+    assert call.prompt_ids[:len(thinking.prompt_ids)] == thinking.prompt_ids, "it continues the run's prompt"
     assert THOUGHT in call.prompt and call.sampling.temperature == 0.0 and call.sampling.max_tokens <= 64
     assert r.output[0].summary[0].text == "The answer is 42."  # what the scripted engine answers to any question
     cost = r.model_extra["reasoning_trace"]["summary"]
@@ -297,7 +299,7 @@ def test_code_interpreter_is_ponder_s_sandbox(served) -> None:
     client, _, _, _ = served
     with pytest.raises(openai.BadRequestError) as exc:  # unit tests have no sandbox
         client.responses.create(model=MODEL, input="2**10?", tools=[{"type": "code_interpreter", "container": {"type": "auto"}}])
-    assert exc.value.body["code"] == "tool_unavailable"
+    assert exc.value.body["code"] == "tool_unavailable" and exc.value.body["param"] == "tools"
 
 
 # -- errors -------------------------------------------------------------------------------------------

@@ -178,6 +178,8 @@ def test_the_wire_model_refuses(fields: dict, param: str) -> None:
     ("response_format", "text.format"), ("tools[2].function.parameters", "tools[2].parameters"),
     ("messages[3].content", "input"), ("messages", "input"), ("reasoning.samples", "reasoning.samples")])
 def test_chat_errors_name_this_surface_s_fields(chat_param: str, param: str) -> None:
-    err = renamed(APIError(400, f"{chat_param}: max_completion_tokens is too small for response_format", chat_param))
+    body = ResponsesRequest.model_validate({"model": "m", "input": "q"})
+    err = renamed(APIError(400, f"{chat_param}: max_completion_tokens is too small for response_format", chat_param),
+                  body)
     assert err.param == param
     assert err.message == f"{param}: max_output_tokens is too small for text.format"
