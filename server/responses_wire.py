@@ -94,7 +94,7 @@ class FunctionCallOutputItem(_Strict):
 
 def _item_type(value: Any) -> Any:
     """A message may leave its type out; anything else names its own."""
-    if isinstance(value, dict) and "type" not in value and "role" in value:
+    if isinstance(value, dict) and value.get("type") is None and "role" in value:
         return {**value, "type": "message"}
     return value
 
