@@ -20,6 +20,7 @@ covers the prompt at least and usually the thinking too.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,9 +76,10 @@ class Summarized(Phase[Usage]):
                     thought.append(event.text)
                 elif thought is not None and isinstance(event, (Answer, ToolCallDelta, ChoiceDone)) \
                         and (not isinstance(event, Answer) or event.text):
-                    if "".join(thought).strip():
-                        async for piece in self._summarize("".join(thought)):
-                            yield piece
+                    if "".join(thought).strip():  # closed with this phase, however it ends
+                        async with aclosing(self._summarize("".join(thought))) as pieces:
+                            async for piece in pieces:
+                                yield piece
                     thought = None
                 yield event
         self._finish(self.run.result + self.extra)

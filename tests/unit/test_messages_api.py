@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import anthropic
@@ -456,9 +456,11 @@ def test_the_deadline_is_timeout_error(stream: bool) -> None:
 # -- a client that leaves -------------------------------------------------------------------
 
 
-async def post_then_leave(state: AppState, engine: Served, path: str, fields: dict[str, Any]) -> list[dict]:
+async def post_then_leave(state: AppState, engine: Served, path: str, fields: dict[str, Any],
+                          until: Callable[[], bool] | None = None) -> list[dict]:
     """POST ``fields`` to ``path`` straight through the ASGI app, and disconnect once
-    the engine is generating; what the app sent (after a first placeholder)."""
+    the engine is generating (and ``until()`` holds); what the app sent (after a first
+    placeholder)."""
     app = create_app(state, lambda: engine)
     payload = orjson.dumps(fields)
     running = asyncio.Event()
@@ -475,7 +477,12 @@ async def post_then_leave(state: AppState, engine: Served, path: str, fields: di
         sent.append(message)
 
     async def watch() -> None:
-        while not engine.in_flight and not any(m.get("type") == "http.response.body" for m in sent[1:]):
+        def ready() -> bool:
+            if until is not None:
+                return bool(engine.in_flight) and until()
+            return bool(engine.in_flight) or any(m.get("type") == "http.response.body" for m in sent[1:])
+
+        while not ready():
             await asyncio.sleep(0.005)
         running.set()
 

@@ -13,12 +13,23 @@ from typing import Any
 import openai
 import pytest
 from fastapi.testclient import TestClient
-from scripted_engine import char_model_info
+from scripted_engine import char_model_info, decode
 
 from server.responses_store import owner_of
 from server.secret_key import SecretKeys
 from server.state import AppState
-from tests.unit.test_messages_api import KEY, KEYS, MODEL, THOUGHT, Broken, Served, Slow, post_then_leave, serve
+from tests.unit.test_messages_api import (
+    KEY,
+    KEYS,
+    MODEL,
+    THOUGHT,
+    Broken,
+    Served,
+    Slow,
+    post_then_leave,
+    script,
+    serve,
+)
 
 OTHER_KEY = "other-key-0123456789"
 THINK = {"reasoning": {"effort": "low"}}
@@ -362,3 +373,19 @@ async def test_a_disconnect_aborts_the_engine_work(stream: bool) -> None:
     assert not any(m.get("status", 200) != 200 for m in sent[1:]), sent
     assert engine.aborted and engine.in_flight == 0 and not engine.finished
     assert state.admission.in_use == 0, "the admission ticket is released"
+
+
+@pytest.mark.asyncio
+async def test_a_disconnect_during_the_summary_aborts_it() -> None:
+    engine = Slow(char_model_info(max_model_len=4096), lambda prompt, sampling: "z" * 2000 if
+                  "Summarize the reasoning above" in decode(prompt) else script(prompt, sampling))
+    _, _, state = serve(engine, responses={"store_path": ":memory:"})
+
+    def summarizing() -> bool:
+        return any("Summarize the reasoning above" in c.prompt for c in engine.calls)
+
+    await post_then_leave(state, engine, "/v1/responses", {
+        "model": MODEL, "input": "Hi", "stream": True, "reasoning": {"effort": "low", "summary": "auto"}},
+        until=summarizing)
+    assert any(r.endswith("-summary") for r in engine.aborted), engine.aborted
+    assert engine.in_flight == 0 and state.admission.in_use == 0
