@@ -389,3 +389,18 @@ async def test_a_disconnect_during_the_summary_aborts_it() -> None:
         until=summarizing)
     assert any(r.endswith("-summary") for r in engine.aborted), engine.aborted
     assert engine.in_flight == 0 and state.admission.in_use == 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_the_deadline_ends_it(stream: bool) -> None:
+    engine = Slow(char_model_info(), [["z"] * 1000])  # 1000 deltas, 10 ms apart
+    _, _, _, http = app(engine=engine)
+    r = http.post("/v1/responses", json={"model": MODEL, "input": "Hi", "max_output_tokens": 1000, "timeout": 0.3,
+                                         "stream": stream})
+    if stream:
+        assert r.status_code == 200
+        assert b"event: error" in r.content and r.content.rstrip().split(b"\n")[-1].startswith(b"data: ")
+        assert b'"type":"response.failed"' in r.content.split(b"event: ")[-1]
+    else:
+        assert r.status_code == 504 and r.json()["error"]["type"] == "timeout_error"
+    assert engine.aborted and engine.in_flight == 0
