@@ -404,3 +404,11 @@ def test_the_deadline_ends_it(stream: bool) -> None:
     else:
         assert r.status_code == 504 and r.json()["error"]["type"] == "timeout_error"
     assert engine.aborted and engine.in_flight == 0
+
+
+def test_ponder_s_reasoning_keys_ride_in_the_sdk_s_reasoning_object(served) -> None:
+    client, _, _, _ = served
+    r = client.responses.create(model=MODEL, input="Hi", reasoning={  # type: ignore[typeddict-unknown-key]
+        "effort": "low", "strategy": "single", "max_thinking_tokens": 16})
+    plan = r.model_extra["reasoning_plan"]
+    assert (plan["strategy"], plan["max_thinking_tokens"], plan["source"]) == ("single", 16, "reasoning")
