@@ -40,9 +40,53 @@ def _user(text: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": text}]
 
 
+# anthropic >= 2 dropped temperature / top_p / top_k from messages.create's signature
+# (newer Claude models fix them); the API fields remain, and ponder honours them, so
+# the tests send them in extra_body, as a client of that SDK has to.
+SAMPLING = ("temperature", "top_p", "top_k")
+
+
+def _body(kw: dict[str, Any]) -> dict[str, Any]:
+    moved = {k: kw.pop(k) for k in SAMPLING if k in kw}
+    if moved:
+        kw["extra_body"] = {**moved, **(kw.get("extra_body") or {})}
+    return kw
+
+
+class _Messages:
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def create(self, **kw: Any) -> Any:
+        return self._inner.create(**_body(kw))
+
+    def stream(self, **kw: Any) -> Any:
+        return self._inner.stream(**_body(kw))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class Claude:
+    """An ``anthropic`` client whose messages.create / stream take the sampling fields."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner, self.messages = inner, _Messages(inner.messages)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def __aenter__(self) -> Claude:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._inner.__aexit__(*exc)
+
+
 @pytest.fixture(scope="module")
-def claude(live) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=live.base_url, api_key=live.api_key, max_retries=0, timeout=300)
+def claude(live) -> Claude:
+    return Claude(anthropic.Anthropic(base_url=live.base_url, api_key=live.api_key, max_retries=0, timeout=300))
 
 
 def _vllm_prompt_tokens(live) -> float:
@@ -60,8 +104,8 @@ def _thinking_tokens(m: anthropic.types.Message) -> int:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("budget", [16, 48])
 async def test_thinking_budget_holds_over_several_prompts(live, budget: int) -> None:
-    async with anthropic.AsyncAnthropic(base_url=live.base_url, api_key=live.api_key, max_retries=0,
-                                        timeout=600) as c:
+    async with Claude(anthropic.AsyncAnthropic(base_url=live.base_url, api_key=live.api_key, max_retries=0,
+                                               timeout=600)) as c:
         results = await asyncio.gather(*(c.messages.create(
             model=live.model, max_tokens=budget + 128, messages=_user(p), temperature=0.7, extra_body={"seed": i},
             thinking={"type": "enabled", "budget_tokens": budget}) for i, p in enumerate(PROMPTS)))
@@ -75,7 +119,7 @@ async def test_thinking_budget_holds_over_several_prompts(live, budget: int) -> 
         assert m.stop_reason in ("end_turn", "max_tokens")
 
 
-def test_thinking_disabled_and_effort(claude: anthropic.Anthropic, live) -> None:
+def test_thinking_disabled_and_effort(claude: Claude, live) -> None:
     off = claude.messages.create(model=live.model, max_tokens=24, messages=_user(PROMPTS[0]), temperature=0,
                                  thinking={"type": "disabled"})
     assert _thinking_tokens(off) == 0 and all(b.type != "thinking" for b in off.content)
@@ -86,7 +130,7 @@ def test_thinking_disabled_and_effort(claude: anthropic.Anthropic, live) -> None
     assert 32 <= _thinking_tokens(low) <= 64  # configs/effort.toml: low is 32 to 64 thinking tokens
 
 
-def test_adaptive_thinking_runs_the_auto_strategy(claude: anthropic.Anthropic, live) -> None:
+def test_adaptive_thinking_runs_the_auto_strategy(claude: Claude, live) -> None:
     m = claude.messages.create(model=live.model, max_tokens=300, messages=_user(PROMPTS[0]), temperature=0.7,
                                thinking={"type": "adaptive"})
     assert m.model_extra["reasoning_plan"]["strategy"] == "auto"  # type: ignore[index]
@@ -100,7 +144,7 @@ def test_adaptive_thinking_runs_the_auto_strategy(claude: anthropic.Anthropic, l
                                     {"output_config": {"effort": "low"}},
                                     {"reasoning": {"strategy": "self_consistency", "samples": 3}}],
                          ids=["single", "budget_forcing", "self_consistency"])
-def test_stream_equals_message(claude: anthropic.Anthropic, live, fields: dict) -> None:
+def test_stream_equals_message(claude: Claude, live, fields: dict) -> None:
     """vLLM's CPU build is not batch invariant: a pair is compared when the two traces
     agree (the engine computed the same thing), and run again, up to 3 times, when not."""
     kw: dict[str, Any] = {"model": live.model, "max_tokens": 200, "messages": _user(PROMPTS[3]), "temperature": 0,
@@ -166,7 +210,7 @@ def _with_reply(first: anthropic.types.Message, ask: list[dict], then: str) -> l
     return [*ask, {"role": "assistant", "content": [b.to_dict() for b in first.content]}, *_user(then)]
 
 
-def test_thinking_blocks_sent_back_are_verified(claude: anthropic.Anthropic, live) -> None:
+def test_thinking_blocks_sent_back_are_verified(claude: Claude, live) -> None:
     kw = {"model": live.model, "max_tokens": 120, "temperature": 0, "thinking": {"type": "enabled",
                                                                                   "budget_tokens": 32}}
     ask = _user(PROMPTS[2])
@@ -180,7 +224,7 @@ def test_thinking_blocks_sent_back_are_verified(claude: anthropic.Anthropic, liv
 
 
 @pytest.mark.parametrize("forge", ["thinking", "signature"])
-def test_a_forged_thinking_block_is_refused(claude: anthropic.Anthropic, live, forge: str) -> None:
+def test_a_forged_thinking_block_is_refused(claude: Claude, live, forge: str) -> None:
     kw = {"model": live.model, "max_tokens": 120, "temperature": 0, "thinking": {"type": "enabled",
                                                                                   "budget_tokens": 32}}
     ask = _user(PROMPTS[2])
@@ -203,7 +247,7 @@ def test_a_forged_thinking_block_is_refused(claude: anthropic.Anthropic, live, f
 
 
 @pytest.mark.parametrize("choice", [{"type": "any"}, {"type": "tool", "name": "get_weather"}], ids=["any", "tool"])
-def test_tool_round_trip(claude: anthropic.Anthropic, live, choice: dict) -> None:
+def test_tool_round_trip(claude: Claude, live, choice: dict) -> None:
     kw = {"model": live.model, "max_tokens": 160, "temperature": 0, "tools": [WEATHER],
           "thinking": {"type": "enabled", "budget_tokens": 24}}
     m = claude.messages.create(messages=ASK_WEATHER, tool_choice=choice, **kw)
@@ -229,7 +273,7 @@ def test_tool_round_trip(claude: anthropic.Anthropic, live, choice: dict) -> Non
 
 @pytest.mark.parametrize("fields", [{}, {"system": "You are terse."}, {"tools": [WEATHER]}],
                          ids=["plain", "system", "tools"])
-def test_count_tokens_is_the_prompt_the_engine_saw(claude: anthropic.Anthropic, live, fields: dict) -> None:
+def test_count_tokens_is_the_prompt_the_engine_saw(claude: Claude, live, fields: dict) -> None:
     counted = claude.messages.count_tokens(model=live.model, messages=_user(PROMPTS[0]), **fields).input_tokens
     before = _vllm_prompt_tokens(live)
     # Thinking off: one engine request whose prompt is the client's, so the engine's count is the prompt's.
@@ -242,7 +286,7 @@ def test_count_tokens_is_the_prompt_the_engine_saw(claude: anthropic.Anthropic, 
 # -- stop reasons -------------------------------------------------------------------------------
 
 
-def test_stop_sequences(claude: anthropic.Anthropic, live) -> None:
+def test_stop_sequences(claude: Claude, live) -> None:
     hits = 0
     for p in PROMPTS:
         m = claude.messages.create(model=live.model, max_tokens=64, messages=_user(p), temperature=0,
@@ -293,7 +337,7 @@ def _shape(r: httpx.Response, status: int, kind: str) -> dict[str, Any]:
     return body["error"]
 
 
-def test_errors_in_anthropic_shape(claude: anthropic.Anthropic, live) -> None:
+def test_errors_in_anthropic_shape(claude: Claude, live) -> None:
     url = live.base_url + "/v1/messages"
     ok = {"model": live.model, "max_tokens": 8, "messages": _user("hi")}
     assert httpx.post(url, json=ok, headers={"x-api-key": live.api_key}, timeout=60).status_code == 200
@@ -319,7 +363,7 @@ def test_errors_in_anthropic_shape(claude: anthropic.Anthropic, live) -> None:
 def test_the_deadline_in_anthropic_shape(live) -> None:
     body = {"model": live.model, "max_tokens": 1000, "temperature": 1.0, "timeout": 1.5,
             "messages": _user("Write a long story about a dragon who learns to bake bread.")}
-    client = anthropic.Anthropic(base_url=live.base_url, api_key=live.api_key, max_retries=2, timeout=60)
+    client = Claude(anthropic.Anthropic(base_url=live.base_url, api_key=live.api_key, max_retries=2, timeout=60))
     with pytest.raises(anthropic.APIStatusError) as info:
         client.messages.create(**{k: v for k, v in body.items() if k != "timeout"},
                                extra_body={"timeout": 1.5})

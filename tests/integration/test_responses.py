@@ -73,7 +73,9 @@ def created_and_streamed(client: openai.OpenAI, body: dict[str, Any], attempts: 
         full = client.responses.create(**body)
         with client.responses.stream(**body) as stream:
             events = list(stream)
-            final = stream.get_final_response()
+        # The SDK's get_final_response() knows only response.completed; an incomplete
+        # response (cut at max_output_tokens) is the response of its last event.
+        final = events[-1].response
         if _comparable(full.model_extra["reasoning_trace"]) != _comparable(final.model_extra["reasoning_trace"]):
             seen.append((full.model_extra["reasoning_trace"], final.model_extra["reasoning_trace"]))
             continue
