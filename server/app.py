@@ -19,16 +19,22 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
-from . import errors, openapi, wire
+from . import errors, messages_encode, openapi, wire
 from .body import parse_body
 from .chat import chat_completions
+from .messages import count_tokens, create_message
+from .messages_wire import CountTokensRequest, MessagesRequest
 from .middleware import RequestContext
 from .prompt import Renderer, followup_renderer
+from .responses import create_response, delete_response, get_response
+from .responses_wire import ResponsesRequest
 from .sandbox import Sandbox
 from .state import AppState, ServedEngine
 from .wire import ChatCompletionRequest
 
 log = logging.getLogger("ponder.app")
+# Anthropic's routes answer errors in Anthropic's shape; every other route in OpenAI's.
+ERROR_SHAPES = errors.ErrorShapes((("/v1/messages", messages_encode.error_shape),))
 
 
 def create_app(state: AppState, start_engine: Callable[[], ServedEngine]) -> FastAPI:
@@ -47,14 +53,15 @@ def create_app(state: AppState, start_engine: Callable[[], ServedEngine]) -> Fas
                 state.engine = None  # so the engine is not finalized again at interpreter exit
 
     app = FastAPI(title="ponder", version="0.1.0", lifespan=lifespan)
-    errors.install(app)
+    errors.install(app, ERROR_SHAPES)
     server = state.settings.server
     app.add_middleware(RequestContext, api_keys=server.api_keys, public_paths=server.public_paths,
-                       max_body_bytes=server.max_body_bytes)
+                       max_body_bytes=server.max_body_bytes, error_shapes=ERROR_SHAPES)
     if server.cors_origins:  # outermost, so a browser's preflight is answered before the key check
         app.add_middleware(CORSMiddleware, allow_origins=list(server.cors_origins),
-                           allow_methods=["GET", "POST", "OPTIONS"],
-                           allow_headers=["authorization", "content-type", "x-request-id"],
+                           allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                           allow_headers=["authorization", "x-api-key", "anthropic-version", "content-type",
+                                          "x-request-id"],
                            expose_headers=["x-request-id", "x-reasoning-strategy", "retry-after"])
     app.include_router(_routes(state))
     app.openapi = lambda: openapi.schema(app, state)  # type: ignore[method-assign]
@@ -86,6 +93,26 @@ def _routes(state: AppState) -> APIRouter:
     @router.post("/v1/chat/completions", response_model=None, responses=openapi.CHAT_RESPONSES)
     async def _chat(request: Request, body: ChatCompletionRequest) -> Response:
         return await chat_completions(request, body, state)
+
+    @router.post("/v1/messages", response_model=None, responses=openapi.MESSAGES_RESPONSES)
+    async def _messages(request: Request, body: MessagesRequest) -> Response:
+        return await create_message(request, body, state)
+
+    @router.post("/v1/messages/count_tokens", response_model=None, responses=openapi.COUNT_RESPONSES)
+    async def _count_tokens(body: CountTokensRequest) -> Response:
+        return await count_tokens(body, state)
+
+    @router.post("/v1/responses", response_model=None, responses=openapi.RESPONSES_RESPONSES)
+    async def _responses(request: Request, body: ResponsesRequest) -> Response:
+        return await create_response(request, body, state)
+
+    @router.get("/v1/responses/{response_id}", response_model=None, responses=openapi.STORED_RESPONSES)
+    async def _get_response(request: Request, response_id: str) -> Response:
+        return await get_response(request, response_id, state)
+
+    @router.delete("/v1/responses/{response_id}", response_model=None, responses=openapi.STORED_RESPONSES)
+    async def _delete_response(request: Request, response_id: str) -> Response:
+        return await delete_response(request, response_id, state)
 
     @router.get("/v1/models", response_model=None, responses={
         200: {"description": "the served model", "headers": openapi.RID,

@@ -145,13 +145,30 @@ class ChunkEncoder:
         """After the first byte: one error frame, then [DONE]."""
         return _sse(error_body(err.status, err.message, err.param, err.code)) + DONE
 
+    def error_status(self, err: APIError) -> int:
+        return err.status
 
-class ResponseFold:
-    """Events -> one ``chat.completion`` object."""
+
+class JsonBody:
+    """What an encoder of one JSON body with OpenAI's errors is besides its fold
+    (this one, and the Responses API's)."""
 
     streaming = False
     media_type = "application/json"
     ping = b""
+
+    def start(self) -> bytes:
+        return b""
+
+    def error(self, err: APIError) -> bytes:
+        return orjson.dumps(err.body())
+
+    def error_status(self, err: APIError) -> int:
+        return err.status
+
+
+class ResponseFold(JsonBody):
+    """Events -> one ``chat.completion`` object."""
 
     def __init__(self, meta: ResponseMeta) -> None:
         self.meta = meta
@@ -184,14 +201,8 @@ class ResponseFold:
         for e in events:
             self.feed(e)
 
-    def start(self) -> bytes:
-        return b""
-
     def finish(self, usage: Usage) -> bytes:
         return orjson.dumps(self.response(usage))
-
-    def error(self, err: APIError) -> bytes:
-        return orjson.dumps(error_body(err.status, err.message, err.param, err.code))
 
     def response(self, usage: Usage) -> dict[str, Any]:
         choices = []

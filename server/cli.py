@@ -117,7 +117,7 @@ def _key_value(item: str) -> tuple[str, Any]:
 def serve(settings: Settings) -> int:
     import uvicorn
 
-    from . import logs
+    from . import logs, secret_key
     from .app import create_app
     from .lifecycle import PonderServer
     from .model_prep import prepare_model
@@ -127,9 +127,14 @@ def serve(settings: Settings) -> int:
     from .planner import check_presets
 
     check_presets(settings)
+    try:  # before the model: a bad key file fails the start at once
+        keys = secret_key.load(settings.server.secret_key_file)
+    except ValueError as exc:
+        print(f"ponder: {exc}", file=sys.stderr)
+        return 2
     cache = os.path.expanduser(os.environ.get("PONDER_CACHE_DIR") or settings.model.cache_dir)
     model_path = prepare_model(settings.model.source, cache, gguf=settings.model.gguf)
-    state = AppState(settings=settings, model_path=model_path)
+    state = AppState(settings=settings, model_path=model_path, secrets=keys)
 
     def start_engine():
         from .engines.vllm_engine import VLLMEngine, engine_args

@@ -1,9 +1,16 @@
-"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}``.
+"""Errors: one :class:`APIError` inside, a shape per API surface outside.
 
-Validation is 400, never FastAPI's 422; every error carries ``x-request-id``.
+The OpenAI shape ``{"error": {"message", "type", "param", "code"}}`` is the
+default; a surface with a shape of its own (Anthropic's for ``/v1/messages``)
+claims its paths in :class:`ErrorShapes`, and every error on them, from the
+key check and the body parser to validation and the planner, takes that
+shape. Validation is 400, never FastAPI's 422; every error carries
+``x-request-id``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -54,14 +61,38 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
                       "param": param, "code": code}}
 
 
-def error_response(exc: APIError, request_id: str | None = None) -> JSONResponse:
+# An error as a surface answers it: (HTTP status, body).
+Shape = Callable[[APIError], tuple[int, dict[str, Any]]]
+
+
+def openai_shape(err: APIError) -> tuple[int, dict[str, Any]]:
+    return err.status, err.body()
+
+
+@dataclass(frozen=True)
+class ErrorShapes:
+    """The shape errors take on a path: a surface's own under the prefixes it
+    claims (the prefix itself and everything below it), OpenAI's elsewhere."""
+
+    surfaces: tuple[tuple[str, Shape], ...] = ()
+
+    def for_path(self, path: str) -> Shape:
+        for prefix, shape in self.surfaces:
+            if path == prefix or path.startswith(prefix + "/"):
+                return shape
+        return openai_shape
+
+
+def error_response(exc: APIError, request_id: str | None = None, shape: Shape = openai_shape) -> JSONResponse:
     headers = dict(exc.headers)
     if request_id:
         headers["x-request-id"] = request_id
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+    status, body = shape(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
+def loc_to_param(loc: tuple[Any, ...]) -> str | None:
+    """A pydantic error location as this server's ``param`` (``messages[0].content``)."""
     parts = [str(p) for p in loc if p != "body"]
     # Drop pydantic's union-branch tags such as "str" / "list[...]" / "function-after[...]".
     # and model names of a union's branches ("NamedToolChoice"): fields are snake_case.
@@ -91,31 +122,33 @@ def _body_problem(error: dict[str, Any], content_type: str | None) -> str | None
     return None
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, shapes: ErrorShapes = ErrorShapes()) -> None:
+    def respond(request: Request, exc: APIError) -> JSONResponse:
+        return error_response(exc, _rid(request), shapes.for_path(request.url.path))
+
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return error_response(exc, _rid(request))
+        return respond(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         loc = tuple(first.get("loc", ()))
-        param = _loc_to_param(loc)
+        param = loc_to_param(loc)
         msg = first.get("msg", "invalid request")
         if first.get("type") == "extra_forbidden":
             msg = "unrecognized request argument; ponder refuses a field it does not honour"
         if param is None:  # the body as a whole
             msg = _body_problem(first, request.headers.get("content-type")) or msg
         text = f"{param}: {msg}" if param else msg
-        return error_response(bad_request(text, param), _rid(request))
+        return respond(request, bad_request(text, param))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.__cause__, APIError):  # raised while FastAPI read the body (body.parse_body)
-            return error_response(exc.__cause__, _rid(request))
-        err = APIError(exc.status_code, str(exc.detail), code=_HTTP_CODES.get(exc.status_code))
-        return error_response(err, _rid(request))
+            return respond(request, exc.__cause__)
+        return respond(request, APIError(exc.status_code, str(exc.detail), code=_HTTP_CODES.get(exc.status_code)))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(APIError(500, "internal server error"), _rid(request))
+        return respond(request, APIError(500, "internal server error"))

@@ -1,5 +1,9 @@
 """The one ASGI middleware in front of the routes: request id, API key, body size, access log.
 
+The key comes as ``Authorization: Bearer <key>`` (OpenAI's SDK) or as
+``x-api-key: <key>`` (Anthropic's); either works on every route. Errors
+raised here take the shape of the surface the path belongs to.
+
 A plain ASGI callable rather than Starlette's ``BaseHTTPMiddleware``: that
 one re-wraps every streamed chunk through a memory channel and an extra task,
 which costs CPU on the token path and delays noticing a client that left.
@@ -18,7 +22,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import APIError, error_body
+from .errors import APIError, ErrorShapes, Shape
 from .logs import request_id_var
 
 access = logging.getLogger("ponder.access")
@@ -31,13 +35,20 @@ def request_id(headers: dict[bytes, bytes]) -> str:
     return given if _SANE_ID.match(given) else uuid.uuid4().hex
 
 
-def authorized(header: str, keys: tuple[str, ...]) -> bool:
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+def given_key(headers: dict[bytes, bytes]) -> str:
+    """The key a request sends: the Bearer token, else ``x-api-key``."""
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return headers.get(b"x-api-key", b"").decode("latin-1").strip()
+
+
+def authorized(headers: dict[bytes, bytes], keys: tuple[str, ...]) -> bool:
+    given = given_key(headers).encode()
+    if not given:
         return False
     # Compare against every key in constant time; no early exit on a match.
     ok = False
-    given = token.strip().encode()
     for key in keys:
         ok |= hmac.compare_digest(given, key.encode())
     return ok
@@ -45,11 +56,12 @@ def authorized(header: str, keys: tuple[str, ...]) -> bool:
 
 class RequestContext:
     def __init__(self, app: ASGIApp, api_keys: tuple[str, ...], public_paths: tuple[str, ...],
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, error_shapes: ErrorShapes = ErrorShapes()) -> None:
         self.app = app
         self.api_keys = api_keys
         self.public_paths = frozenset(public_paths)
         self.max_body_bytes = max_body_bytes
+        self.error_shapes = error_shapes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,7 +88,7 @@ class RequestContext:
         try:
             err = self._refuse(scope, headers)
             if err is not None:
-                await _send_error(send_with_id, err)
+                await _send_error(send_with_id, err, self.error_shapes.for_path(scope["path"]))
                 return
             await self.app(scope, self._counting(receive), send_with_id)
         finally:
@@ -89,9 +101,9 @@ class RequestContext:
 
     def _refuse(self, scope: Scope, headers: dict[bytes, bytes]) -> APIError | None:
         if self.api_keys and scope["path"] not in self.public_paths \
-                and not authorized(headers.get(b"authorization", b"").decode("latin-1"), self.api_keys):
-            return APIError(401, "Incorrect or missing API key. Send it as 'Authorization: Bearer <key>'.",
-                            code="invalid_api_key")
+                and not authorized(headers, self.api_keys):
+            return APIError(401, "Incorrect or missing API key. Send it as 'Authorization: Bearer <key>' "
+                            "or as 'x-api-key: <key>'.", code="invalid_api_key")
         length = headers.get(b"content-length")
         if length is not None:
             try:
@@ -124,9 +136,10 @@ def _too_large(limit: int) -> APIError:
                     code="request_too_large")
 
 
-async def _send_error(send: Send, err: APIError) -> None:
-    body = orjson.dumps(error_body(err.status, err.message, err.param, err.code))
+async def _send_error(send: Send, err: APIError, shape: Shape) -> None:
+    status, obj = shape(err)
+    body = orjson.dumps(obj)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in err.headers.items()]
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

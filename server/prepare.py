@@ -60,6 +60,20 @@ def check_limits(req: ChatCompletionRequest, state: AppState) -> None:
         raise bad_request("priority needs a server whose [engine] scheduling_policy is \"priority\"", "priority")
 
 
+def prompt_tokens(req: ChatCompletionRequest, state: AppState) -> int:
+    """The prompt tokens the engine would see for ``req``, counted without running it
+    (Anthropic's ``count_tokens``): checked, planned and rendered as :func:`prepare`
+    does, so thinking, tools and the chat template are the same; nothing is admitted.
+    A prompt longer than the context window is counted, not refused: the count is
+    what a client needs to shorten it."""
+    check_limits(req, state)
+    plan = plan_request(req, state.settings)
+    state.require_engine()
+    output_format(req, state.tool_parser)  # tools a run would refuse are refused here too
+    assert state.renderer is not None  # set before the engine
+    return len(state.renderer.render(req, plan.thinking).ids)
+
+
 def prepare(req: ChatCompletionRequest, state: AppState, request_id: str) -> Prepared:
     check_limits(req, state)
     settings = state.settings
@@ -67,9 +81,11 @@ def prepare(req: ChatCompletionRequest, state: AppState, request_id: str) -> Pre
     engine = state.require_engine()
     output = output_format(req, state.tool_parser)
     strategy = registry.get(plan.strategy)
-    code = state.sandbox if strategy.needs_code(plan) else None
-    if code is not None and state.sandbox_unavailable:
-        raise bad_request(f"the code interpreter is unavailable on this server: {state.sandbox_unavailable}",
+    needs_code = strategy.needs_code(plan)
+    code = state.sandbox if needs_code else None
+    if needs_code and (code is None or state.sandbox_unavailable):
+        raise bad_request(f"the code interpreter is unavailable on this server: "
+                          f"{state.sandbox_unavailable or 'no sandbox'}",
                           "reasoning.strategy", "tool_unavailable")
     if output is not PLAIN and not strategy.formats:
         what = "tool calls" if output.tools else "structured_outputs" if req.structured_outputs else "response_format"

@@ -55,6 +55,9 @@ class ServerSection(_Frozen):
     max_stop_chars: int = Field(ge=1)
     # On SIGTERM: stop taking requests, let running ones finish this long, then abort them.
     drain_timeout: float = Field(ge=0)
+    # Keys that sign thinking blocks, one per line, the signing key first ("": none;
+    # PONDER_SECRET_KEY wins; without either a random key per process). server/secret_key.py.
+    secret_key_file: str
 
 
 class GgufParts(_Frozen):
@@ -213,6 +216,21 @@ class SandboxSection(_Frozen):
     python: str
 
 
+class ResponsesSection(_Frozen):
+    """``POST /v1/responses`` (server/responses.py): the store and reasoning summaries."""
+
+    # Whether a request that does not say ``store`` is stored (OpenAI's default: true).
+    store: bool
+    # The embedded SQLite file of stored responses (":memory:": this process only).
+    store_path: str
+    # Retention: the newest this many, none older than this.
+    max_stored: int = Field(ge=1)
+    max_age_hours: float = Field(gt=0)
+    # reasoning.summary: written after the thinking, from the cached prefix, greedy.
+    summary_prompt: str = Field(min_length=1)
+    summary_max_tokens: int = Field(ge=1, le=4096)
+
+
 class Settings(_Frozen):
     server: ServerSection
     model: ModelSection
@@ -220,6 +238,7 @@ class Settings(_Frozen):
     defaults: DefaultsSection
     thinking: ThinkingSection
     sandbox: SandboxSection
+    responses: ResponsesSection
     efforts: dict[str, EffortPreset]
     # The strategies' own sections, by name, validated by their models.
     strategies: dict[str, Any]

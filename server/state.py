@@ -15,7 +15,9 @@ from .errors import APIError
 from .metrics import Metrics
 from .output_format import ToolParser
 from .prompt import Renderer
+from .responses_store import ResponseStore, open_store
 from .sandbox import Sandbox
+from .secret_key import SecretKeys, load
 from .settings import Settings
 
 Followup = Callable[[str], tuple[int, ...]]
@@ -58,11 +60,30 @@ class AppState:
     # The code interpreter's sandbox, and why it cannot run code (None: it can).
     sandbox: Sandbox | None = None
     sandbox_unavailable: str | None = "not checked yet"
+    # What signs thinking blocks (server/secret_key.py); loaded from the settings
+    # and the environment unless given.
+    secrets: SecretKeys | None = None
+    # Stored responses of /v1/responses (server/responses_store.py); opened on first
+    # use, so a server that never stores one touches no file.
+    responses_store: ResponseStore | None = None
     admission: Admission = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings.server
         self.admission = Admission(s.max_concurrent_sequences, s.retry_after)
+        if self.secrets is None:
+            self.secrets = load(s.secret_key_file)
+
+    @property
+    def keys(self) -> SecretKeys:
+        assert self.secrets is not None  # set by __post_init__
+        return self.secrets
+
+    def store(self) -> ResponseStore:
+        if self.responses_store is None:
+            r = self.settings.responses
+            self.responses_store = open_store(r.store_path, r.max_stored, r.max_age_hours)
+        return self.responses_store
 
     @property
     def model_names(self) -> tuple[str, ...]:

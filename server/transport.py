@@ -23,7 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 from strategies.engine import EngineRequestFailed, EngineUnavailable
 from strategies.events import Event
 from strategies.ledger import Usage
-from strategies.runner import RunPlan
+from strategies.phase import Phase
 
 from .admission import Ticket
 from .errors import APIError
@@ -46,6 +46,10 @@ class Encoder(Protocol):
     def finish(self, usage: Usage) -> bytes: ...
 
     def error(self, err: APIError) -> bytes: ...
+
+    def error_status(self, err: APIError) -> int:
+        """The HTTP status of ``err`` on this surface, before the first byte."""
+        ...
 
 
 def as_api_error(exc: BaseException) -> APIError:
@@ -70,7 +74,7 @@ class EventResponse(Response):
     a single body).
     """
 
-    def __init__(self, run: RunPlan, encoder: Encoder, ticket: Ticket, observer: RequestMetrics,
+    def __init__(self, run: Phase[Usage], encoder: Encoder, ticket: Ticket, observer: RequestMetrics,
                  headers: dict[str, str], ping_interval: float | None) -> None:
         self.background = None
         self.run, self.encoder, self.ticket, self.observer = run, encoder, ticket, observer
@@ -139,7 +143,7 @@ class EventResponse(Response):
         if self._started:
             await self._write(self.encoder.error(err), last=True)
             return
-        await self._begin(err.status, {**self.extra_headers, **err.headers}, "application/json")
+        await self._begin(self.encoder.error_status(err), {**self.extra_headers, **err.headers}, "application/json")
         await self._write(self.encoder.error(err), last=True)
 
     async def _begin(self, status: int, headers: dict[str, str], media_type: str | None = None) -> None:

@@ -150,7 +150,7 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
         async for event in events:
             if isinstance(event, ChoiceDone):
                 event = ChoiceDone(event.choice, event.finish_reason,
-                                   AutoTrace(event.trace, explain, event.trace.strategy))
+                                   AutoTrace(event.trace, explain, event.trace.strategy), event.stop_sequence)
             yield event
 
 

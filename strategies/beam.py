@@ -95,6 +95,7 @@ class Beam:
     score: float = 0.0
     finish_reason: str = "stop"
     tree: int = 0  # the subtree (DVTS); always 0 for plain beam search
+    stop_sequence: str | None = None  # the client's stop string that ended it
 
 
 async def _expand(ctx: RunContext, plan: Plan, beam: Beam, name: str, room: int, k: int) -> Beam:
@@ -114,7 +115,7 @@ async def _expand(ctx: RunContext, plan: Plan, beam: Beam, name: str, room: int,
     # vLLM drops the stop string from the text but not from the ids: put a step's back.
     text = beam.text + gen.answer + (o.step_delimiter if step_end else "")
     return Beam(gen.continuation_ids(drop=ctx.engine.info.eos_token_ids), text, tokens, done, 0.0,
-                gen.finish_reason or "stop", beam.tree)
+                gen.finish_reason or "stop", beam.tree, gen.stop_sequence(client.stop))
 
 
 async def _score(ctx: RunContext, question: str, beam: Beam, name: str) -> Beam:
@@ -158,7 +159,8 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     best = max(beams, key=lambda b: (b.done, b.score))
     yield Answer(ctx.choice, best.text.rstrip())
     yield ChoiceDone(ctx.choice, best.finish_reason if best.done else "length", BeamTrace(
-        plan.strategy, o.beam_width, o.expansions, o.dvts, tuple(steps), best.score, best.done))
+        plan.strategy, o.beam_width, o.expansions, o.dvts, tuple(steps), best.score, best.done),
+        best.stop_sequence if best.done else None)
 
 
 STRATEGY = Strategy(

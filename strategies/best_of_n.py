@@ -88,7 +88,7 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     for event in replay(ctx, winner):
         yield event
     yield ChoiceDone(ctx.choice, winner.finish_reason or "stop", BestOfNTrace(
-        plan.strategy, o.samples, len(pool.candidates), winner.index, pool.traces(), o.scorer))
+        plan.strategy, o.samples, len(pool.candidates), winner.index, pool.traces(), o.scorer), winner.stop_sequence)
 
 
 async def _judge_all(ctx: RunContext, question: str, done: list[Candidate]) -> None:

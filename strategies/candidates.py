@@ -57,6 +57,7 @@ class Candidate:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     answer: str = ""
     finish_reason: str | None = None
+    stop_sequence: str | None = None
     key: str | None = None
     score: float | None = None
     aborted: bool = False
@@ -69,7 +70,7 @@ class Candidate:
 
     def feed(self, event: Event) -> None:
         if isinstance(event, ChoiceDone):
-            self.finish_reason = event.finish_reason
+            self.finish_reason, self.stop_sequence = event.finish_reason, event.stop_sequence
             return
         self.events.append(event)
         if isinstance(event, Answer):

@@ -52,6 +52,9 @@ class ChoiceDone:
     choice: int
     finish_reason: str
     trace: Trace
+    # The client's stop string that ended the answer, when one did (``finish_reason``
+    # is then "stop"): Anthropic's ``stop_sequence`` names it; vLLM drops it from the text.
+    stop_sequence: str | None = None
 
 
 Event = Thinking | Answer | Progress | ToolCallDelta | ChoiceDone

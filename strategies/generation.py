@@ -35,6 +35,12 @@ class Generated:
             ids = ids[:-1]
         return self.prompt_ids + ids
 
+    def stop_sequence(self, client_stops: Sequence[str]) -> str | None:
+        """The client's stop string that ended this request, if one did (a phase's own
+        stops, such as a beam step's delimiter, are not the client's)."""
+        s = self.stop_reason
+        return s if isinstance(s, str) and s in client_stops else None
+
 
 class Generation(Phase[Generated]):
     def __init__(

@@ -160,7 +160,8 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     yield Answer(ctx.choice, answer.answer)
     rounds_run = sum(1 for t in turns if t.turn == "critique")
     yield ChoiceDone(ctx.choice, answer.finish_reason or "stop", RevisionTrace(
-        plan.strategy, rounds_run, stop_reason, tuple(turns), answer_key(answer.answer), thinking))
+        plan.strategy, rounds_run, stop_reason, tuple(turns), answer_key(answer.answer), thinking),
+        answer.stop_sequence(ctx.sampling.stop))
 
 
 STRATEGY = Strategy(name="revision", run=run, read=read, keys={"rounds": 0}, section="revision",

@@ -152,7 +152,7 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     yield ChoiceDone(ctx.choice, winner.finish_reason or "stop", SelfConsistencyTrace(
         plan.strategy, o.samples, len(pool.candidates), winner.index, pool.traces(), votes, stopped, winner.key,
         _saved(pool, o.samples), threshold,
-        sum(c.filtered for c in pool.candidates.values()) if o.deepconf_warmup else None))
+        sum(c.filtered for c in pool.candidates.values()) if o.deepconf_warmup else None), winner.stop_sequence)
 
 
 def _saved(pool: Pool, samples: int) -> int:

@@ -70,7 +70,8 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
     done = answer.result
     reason = done.finish_reason or "stop"
     yield ChoiceDone(ctx.choice, reason,
-                     SingleTrace(plan.strategy, thinking, AnswerTrace(len(done.token_ids), done.finish_reason)))
+                     SingleTrace(plan.strategy, thinking, AnswerTrace(len(done.token_ids), done.finish_reason)),
+                     done.stop_sequence(ctx.sampling.stop))
 
 
 # ``reasoning`` keys of single and budget_forcing, with their "off" values.

@@ -286,7 +286,7 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
             yield event
     prompt = think.result.ids
     answer_trace = None
-    reason = "length"
+    reason, stop_sequence = "length", None
     room = ctx.room(len(prompt), plan.max_tokens - ctx.ledger.generated)
     if think.answer is not None:  # ReAct's last thought was the answer (streamed by the phase)
         reason, answer_trace = "stop", AnswerTrace(len(think.answer.token_ids), "stop")
@@ -296,10 +296,10 @@ async def run(ctx: RunContext, plan: Plan) -> AsyncIterator[Event]:
             async for event in events:
                 yield event
         done = answer.result
-        reason = done.finish_reason or "stop"
+        reason, stop_sequence = done.finish_reason or "stop", done.stop_sequence(ctx.sampling.stop)
         answer_trace = AnswerTrace(len(done.token_ids), done.finish_reason)
     yield ChoiceDone(ctx.choice, reason, ToolUseTrace(plan.strategy, o.mode, tuple(think.runs), think.ended,
-                                                      think.result.trace, answer_trace))
+                                                      think.result.trace, answer_trace), stop_sequence)
 
 
 STRATEGY = Strategy(

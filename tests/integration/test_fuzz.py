@@ -7,7 +7,10 @@ input, field by field; fuzzing phase: random ones) and checks every response:
 no 5xx, the status code, the content type, the headers and the body all as
 the schema documents them (each SSE event of a stream too), and invalid data
 refused with a 4xx. Only the cost of a chat case is bounded (:func:`cheap`),
-so every case the engine runs is a few tokens.
+so every case the engine runs is a few tokens. Anthropic's ``/v1/messages`` and
+``/v1/messages/count_tokens`` are in the same schema and fuzzed the same way;
+their errors must have Anthropic's shape. OpenAI's ``/v1/responses`` (and
+``GET`` / ``DELETE /v1/responses/{id}``) too, with OpenAI's errors.
 """
 from __future__ import annotations
 
@@ -34,6 +37,9 @@ from .helpers import engine_drains
 pytestmark = pytest.mark.integration
 
 CHAT = "/v1/chat/completions"
+MESSAGES = "/v1/messages"
+COUNT = "/v1/messages/count_tokens"
+RESPONSES = "/v1/responses"
 # What one generated chat request may cost. Only integers above a cap are
 # lowered; types, negative values and everything else stay as generated, so
 # invalid cases stay invalid and valid ones still run on the engine.
@@ -43,6 +49,12 @@ NESTED_CAPS = {
                   "min_thinking_tokens": 16, "max_tokens": 16, "budget_tokens": 64},
     "thinking": {"budget_tokens": 16},
 }
+# /v1/messages: max_tokens is required (a case without it stays invalid); thinking's
+# budget must be below it, so a capped budget below the capped max_tokens still runs.
+MESSAGES_CAPS = {"max_tokens": 24}
+# /v1/responses: max_output_tokens is optional (the default would be 1024 answer tokens).
+RESPONSES_CAPS = {"max_output_tokens": 24}
+_CAPS = {CHAT: CAPS, MESSAGES: MESSAGES_CAPS, RESPONSES: RESPONSES_CAPS}
 # Every case with a valid timeout gets this one: far above what a capped case
 # needs (so a 504 means a hang), while a generated tiny one would make 504 the
 # right answer.
@@ -61,18 +73,20 @@ def _cap(obj: dict[str, Any], caps: dict[str, int]) -> None:
             obj[key] = cap
 
 
-def cheap(body: Any) -> Any:
+def cheap(body: Any, path: str = CHAT) -> Any:
     """The generated body with its cost bounded, streamed unless it says (a copy;
     a non-object as it is)."""
     if not isinstance(body, dict):
         return body
     body = copy.deepcopy(body)
-    _cap(body, CAPS)
+    _cap(body, _CAPS[path])
     for name, caps in NESTED_CAPS.items():
         if isinstance(body.get(name), dict):
             _cap(body[name], caps)
-    if body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
+    if path == CHAT and body.get("max_tokens") is None and body.get("max_completion_tokens") is None:
         body["max_tokens"] = CAPS["max_tokens"]  # the default is 1024 answer tokens
+    if path == RESPONSES and body.get("max_output_tokens") is None:
+        body["max_output_tokens"] = RESPONSES_CAPS["max_output_tokens"]
     # Generated cases rarely name `stream`; those that do not are streamed, so both
     # the SSE encoder and the JSON fold are fuzzed (explicit `false` still folds).
     body.setdefault("stream", True)
@@ -118,8 +132,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @schema.parametrize()
 @pytest.mark.usefixtures("_pytest9_nodeid")
 def test_schemathesis(case, seen: Counter) -> None:
-    if case.path == CHAT:
-        case.body = cheap(case.body)
+    if case.path in (CHAT, MESSAGES, RESPONSES):
+        case.body = cheap(case.body, case.path)
     response = case.call(timeout=60)
     kind = response.headers.get("content-type", [""])[0].split(";")[0]
     seen[(f"{case.method} {case.path}", response.status_code, kind)] += 1
@@ -134,6 +148,15 @@ def test_schemathesis_reached_the_engine_both_ways(seen: Counter) -> None:
     assert chat[(200, "application/json")] >= 5, chat
     assert chat[(200, "text/event-stream")] >= 5, chat
     assert chat[(400, "application/json")] >= 50, chat
+    messages = Counter({(status, kind): k for (op, status, kind), k in seen.items() if op == "POST " + MESSAGES})
+    assert messages[(200, "application/json")] >= 1, messages
+    assert messages[(200, "text/event-stream")] >= 1, messages
+    assert messages[(400, "application/json")] >= 20, messages
+    assert any(op == "POST " + COUNT and status == 200 for op, status, _ in seen), seen
+    responses = Counter({(status, kind): k for (op, status, kind), k in seen.items() if op == "POST " + RESPONSES})
+    assert responses[(200, "application/json")] >= 1, responses
+    assert responses[(200, "text/event-stream")] >= 1, responses
+    assert responses[(400, "application/json")] >= 20, responses
     assert all(status < 500 for _, status, _ in seen), seen
 
 
@@ -293,3 +316,139 @@ def test_wrong_type_is_400_naming_the_field(live, field: str, value) -> None:
 def test_every_request_field_has_a_wrong_type_case(api_schema) -> None:
     fields = set(api_schema.raw_schema["components"]["schemas"]["ChatCompletionRequest"]["properties"])
     assert fields == set(WRONG_TYPES)
+
+
+# -- /v1/messages: the same refusals, in Anthropic's shape -----------------------------
+
+def _message(live) -> dict[str, Any]:
+    return {"model": live.model, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _assert_anthropic_400(r: httpx.Response, param: str | None = None) -> None:
+    assert r.status_code == 400, (r.status_code, r.text[:500])
+    assert r.headers["content-type"].startswith("application/json") and r.headers["x-request-id"]
+    body = r.json()
+    assert set(body) == {"type", "error"} and body["type"] == "error", body
+    assert body["error"]["type"] == "invalid_request_error" and body["error"]["message"], body
+    if param is not None:
+        assert body["error"]["param"].split(".")[0].split("[")[0] == param, body
+
+
+MESSAGES_MALFORMED = {
+    "invalid-utf8": b'{"model": "caf\xe9"}',
+    "NaN": b'{"model": "m", "max_tokens": 4, "temperature": NaN, "messages": []}',
+    "duplicate-key": b'{"model": "m", "model": "n", "max_tokens": 4, "messages": []}',
+    "empty-body": b"",
+    "array-body": b"[]",
+    "truncated-json": b'{"model": "m", "max_tokens": 4, "messa',
+}
+
+
+@pytest.mark.parametrize("name", list(MESSAGES_MALFORMED))
+@pytest.mark.parametrize("path", [MESSAGES, COUNT])
+def test_malformed_messages_body_is_an_anthropic_400(live, name: str, path: str) -> None:
+    before = _prompt_tokens(live)
+    r = httpx.post(live.base_url + path, content=MESSAGES_MALFORMED[name],
+                   headers=live.headers() | {"content-type": "application/json"}, timeout=60)
+    _assert_anthropic_400(r)
+    assert _prompt_tokens(live) == before
+
+
+# A value of the wrong JSON type for every field of the Messages request.
+MESSAGES_WRONG_TYPES = {
+    "model": [[], 5, None],
+    "messages": [{}, "hi", None, [{"role": "user"}], [{"role": "robot", "content": "x"}],
+                 [{"role": "user", "content": 5}], [{"role": "user", "content": [{"type": "image"}]}]],
+    "max_tokens": ["8", 8.5, True, None, 0],
+    "system": [5, {}, [5], [{"type": "text"}]],
+    "tools": ["x", {}, [1], [{"name": "t"}], [{"type": "web_search_20250305", "name": "w"}]],
+    "tool_choice": ["auto", 5, {"type": "sometimes"}, {"type": "tool"}],
+    "thinking": ["enabled", {}, {"type": "enabled"}, {"type": "enabled", "budget_tokens": "8"}],
+    "output_config": ["high", {"effort": 5}, {"format": {"type": "regex"}}],
+    "cache_control": ["ephemeral", {"type": "persistent"}],
+    "reasoning": ["high", {"unknown": 1}],
+    "stream": ["true", 1],
+    "stop_sequences": ["END", [5], [""]],
+    "temperature": ["0.5", 1.5, True],
+    "top_p": ["1", 0],
+    "top_k": ["5", -1, 1.5],
+    "metadata": ["u", {"user_id": 5}, {"other": "x"}],
+    "seed": ["1", 1.5],
+    "timeout": ["20", True],
+}
+MESSAGES_WRONG = [(f, v) for f, values in MESSAGES_WRONG_TYPES.items() for v in values]
+
+
+@pytest.mark.parametrize("field,value", MESSAGES_WRONG, ids=[f"{f}={json.dumps(v)[:24]}" for f, v in MESSAGES_WRONG])
+def test_wrong_type_in_a_message_is_an_anthropic_400_naming_the_field(live, field: str, value) -> None:
+    before = _prompt_tokens(live)
+    r = httpx.post(live.base_url + MESSAGES, json={**_message(live), field: value}, headers=live.headers(),
+                   timeout=60)
+    _assert_anthropic_400(r, param=field)
+    assert _prompt_tokens(live) == before
+
+
+def test_every_messages_field_has_a_wrong_type_case(api_schema) -> None:
+    fields = set(api_schema.raw_schema["components"]["schemas"]["MessagesRequest"]["properties"])
+    assert fields == set(MESSAGES_WRONG_TYPES)
+
+
+# -- /v1/responses: the same refusals, in OpenAI's shape ------------------------------------
+
+def _response(live) -> dict[str, Any]:
+    return {"model": live.model, "max_output_tokens": 4, "input": "hi"}
+
+
+@pytest.mark.parametrize("name", list(MESSAGES_MALFORMED))
+def test_malformed_responses_body_is_an_openai_400(live, name: str) -> None:
+    before = _prompt_tokens(live)
+    r = httpx.post(live.base_url + RESPONSES, content=MESSAGES_MALFORMED[name],
+                   headers=live.headers() | {"content-type": "application/json"}, timeout=60)
+    _assert_openai_400(r)
+    assert _prompt_tokens(live) == before
+
+
+# A value of the wrong JSON type (or an unsupported one) for every field of the Responses request.
+RESPONSES_WRONG_TYPES = {
+    "model": [[], 5, None],
+    "input": [{}, 5, None, [], [{"role": "robot", "content": "x"}], [{"role": "user", "content": 5}],
+              [{"type": "item_reference", "id": "x"}], [{"type": "function_call_output", "call_id": "c"}],
+              [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]],
+    "instructions": [5, ["x"]],
+    "max_output_tokens": ["8", 8.5, True, 0],
+    "temperature": ["0.5", 2.5, True],
+    "top_p": ["1", 0],
+    "tools": ["x", {}, [1], [{"type": "function"}], [{"type": "web_search"}],
+              [{"type": "code_interpreter", "container": "cntr_1"}]],
+    "tool_choice": ["sometimes", 5, {"type": "function"}, {"type": "web_search"}],
+    "parallel_tool_calls": ["true", 1],
+    "text": ["json", {"format": {"type": "regex"}}, {"verbosity": "low"}],
+    "reasoning": ["high", {"summary": "long"}, {"unknown": 1}, {"stream_candidates": True}],
+    "stream": ["true", 1],
+    "store": ["true", 1],
+    "previous_response_id": [5, ["resp_x"]],
+    "include": ["reasoning.encrypted_content", ["file_search_call.results"]],
+    "metadata": ["m", {"k": 5}],
+    "user": [5],
+    "truncation": ["auto", 5],
+    "seed": ["1", 1.5],
+    "top_k": ["5", 1.5],
+    "timeout": ["20", True],
+}
+RESPONSES_WRONG = [(f, v) for f, values in RESPONSES_WRONG_TYPES.items() for v in values]
+
+
+@pytest.mark.parametrize("field,value", RESPONSES_WRONG,
+                         ids=[f"{f}={json.dumps(v)[:24]}" for f, v in RESPONSES_WRONG])
+def test_wrong_type_in_a_response_request_is_a_400_naming_the_field(live, field: str, value) -> None:
+    before = _prompt_tokens(live)
+    r = httpx.post(live.base_url + RESPONSES, json={**_response(live), field: value}, headers=live.headers(),
+                   timeout=60)
+    _assert_openai_400(r)
+    assert r.json()["error"]["param"].split(".")[0].split("[")[0] == field, r.json()
+    assert _prompt_tokens(live) == before
+
+
+def test_every_responses_field_has_a_wrong_type_case(api_schema) -> None:
+    fields = set(api_schema.raw_schema["components"]["schemas"]["ResponsesRequest"]["properties"])
+    assert fields == set(RESPONSES_WRONG_TYPES)

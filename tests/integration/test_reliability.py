@@ -134,6 +134,7 @@ def _raw_status(live, method: str, path: str, headers: dict[str, str] | None = N
 
 
 PROTECTED = ["/v1/models", "/v1/models/", "//v1/models", "/V1/MODELS", "/v1/models%2F", "/v1/chat/completions",
+             "/v1/messages", "/v1/messages/count_tokens",
              "/metrics", "/docs", "/openapi.json", "/redoc", "/nope", "/health/", "/HEALTH", "/health/../v1/models",
              "/ready/../metrics", "/health%2F..%2Fmetrics", "/v1/models?x=/health"]
 
@@ -145,6 +146,8 @@ def test_every_route_but_the_probes_needs_the_key(live, path) -> None:
         for bad in (f"Bearer {live.api_key}x", f"Bearer {live.api_key[:-1]}", "Bearer ", f"Basic {live.api_key}",
                     live.api_key, f"Bearer  {live.api_key[1:]}"):
             assert _raw_status(live, method, path, {"Authorization": bad}) == 401, (method, bad)
+        for bad in (f"{live.api_key}x", live.api_key[:-1], "", f"Bearer {live.api_key}"):  # Anthropic's header
+            assert _raw_status(live, method, path, {"x-api-key": bad}) == 401, (method, bad)
 
 
 def test_probes_are_open_and_the_key_opens_the_rest(live) -> None:
@@ -152,6 +155,7 @@ def test_probes_are_open_and_the_key_opens_the_rest(live) -> None:
     assert _raw_status(live, "GET", "/ready") == 200
     assert _raw_status(live, "GET", "/v1/models", {"Authorization": f"Bearer {live.api_key}"}) == 200
     assert _raw_status(live, "GET", "/v1/models", {"Authorization": f"bearer {live.api_key}"}) == 200
+    assert _raw_status(live, "GET", "/v1/models", {"x-api-key": live.api_key}) == 200
 
 
 def test_no_cors_unless_configured(live) -> None:
