@@ -186,8 +186,9 @@ def test_request_ids_on_success_errors_and_in_json_logs(live) -> None:
         assert generated != insane and len(generated) == 32 and int(generated, 16) >= 0
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        records = [json.loads(line) for line in live.log_path.read_text(errors="replace").splitlines()
-                   if line.startswith("{")]
+        # Whole lines only: the server may be writing the last one as it is read.
+        records = [json.loads(line) for line in live.log_path.read_text(errors="replace").splitlines(keepends=True)
+                   if line.startswith("{") and line.endswith("\n")]
         mine = [r for r in records if r.get("request_id") in (rid, rid + "-401", rid + "-400", rid + "-404")]
         if len(mine) >= 4:
             break
