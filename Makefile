@@ -4,6 +4,7 @@
 #   make test    install (once) and run the test suite on the real engine (not the slow suites)
 #   make test-slow  the slow suites: servers of their own, storms (make test-all: both)
 #   make bench   benchmarks (loadtests/), results into loadtests/RESULTS.md
+#   make fuzz    the long schema fuzz (300 examples per operation; make test runs 30)
 #   make soak    the long storm: rounds of mixed requests, disconnects and 429s, with figures
 #   make lint    ruff
 #
@@ -25,7 +26,7 @@ TORCH_INDEX ?=
 PIP_INDEX := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
 STAMP  := $(VENV)/.stamp-install-$(VARIANT)
 
-.PHONY: install serve test test-slow test-all unit integration bench soak lint clean model
+.PHONY: install serve test test-slow test-all unit integration bench fuzz soak lint clean model
 
 install: $(STAMP)
 
@@ -77,6 +78,10 @@ bench: install model
 	$(BIN)/python -m loadtests.bench_serve --concurrency 1 4 8 --num-prompts 32 --rounds 2
 	$(BIN)/python -m loadtests.bench_efficiency --prompts 3 --repeats 2 --easy-repeats 6
 	$(BIN)/python -m loadtests.bench_goodput --rates 1 2 4 6 8 --duration 30
+
+# The long version of the schema fuzz test (100 examples took 24 minutes on 2 cores).
+fuzz: install model
+	PONDER_FUZZ_EXAMPLES=300 $(BIN)/python -m pytest tests/integration/test_fuzz.py $(PYTEST_ARGS)
 
 # The long version of the storm test: loadtests/out/soak.md gets the figures.
 soak: install model

@@ -7,7 +7,8 @@ the prompt, the thinking block, then a follow-up turn with ``[responses]
 summary_prompt`` -- greedily, at most ``summary_max_tokens``. Its text streams as
 :class:`Summary` events before the answer's; its tokens are reasoning tokens in
 usage (outside ``budget_tokens``, which bounds the plan), and its cost is the
-``summary`` entry of the response's ``reasoning_trace``.
+``summary`` entry of the response's ``reasoning_trace`` (tokens, prompt and cached
+tokens, wall seconds; ``loadtests/bench_summary.py`` measures it).
 
 It wraps the plan's run (a :class:`Phase` like it), so the strategies are
 unchanged, and the plan's engine requests go on while it runs (they are
@@ -19,6 +20,7 @@ covers the prompt at least and usually the thinking too.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -93,6 +95,7 @@ class Summarized(Phase[Usage]):
             return
         sampling = Sampling(max_tokens=room, temperature=0.0, priority=p.priority)
         tokens = cached = 0
+        started = time.monotonic()
         stream = p.engine.generate(prompt, sampling, f"{p.request_id}-summary")
         try:
             async for delta in stream:
@@ -104,4 +107,5 @@ class Summarized(Phase[Usage]):
             await stream.aclose()  # type: ignore[attr-defined]
         self.extra = Usage(completion_tokens=tokens, reasoning_tokens=tokens, engine_requests=1,
                            engine_prompt_tokens=len(prompt), engine_cached_tokens=cached)
-        yield Summary(0, "", {"tokens": tokens, "prompt_tokens": len(prompt), "cached_tokens": cached})
+        yield Summary(0, "", {"tokens": tokens, "prompt_tokens": len(prompt), "cached_tokens": cached,
+                              "seconds": round(time.monotonic() - started, 3)})

@@ -95,3 +95,20 @@ def plain_and_streamed(live, body: dict, attempts: int = 3) -> tuple[dict, Strea
         assert s.chunks[-1]["usage"]["completion_tokens"] == full["usage"]["completion_tokens"]
         return full, s
     raise AssertionError(f"the engine never computed the same run twice in {attempts} attempts: {seen}")
+
+
+# A small plan of every strategy, for the tests that compare a stream with its
+# response on /v1/messages and /v1/responses: the encoders there are folds of the
+# same event stream as chat's, and each strategy emits its own kinds of events
+# (candidates, judges, revision rounds, beam steps, the auto probe, code runs).
+# Chat's own comparisons, with larger plans, are in test_sequential and test_parallel.
+EVERY_STRATEGY = {
+    "single": {"strategy": "single", "max_thinking_tokens": 40},
+    "budget_forcing": {"strategy": "budget_forcing", "min_thinking_tokens": 32, "max_thinking_tokens": 48},
+    "self_consistency": {"strategy": "self_consistency", "samples": 3, "effort": "minimal"},
+    "best_of_n": {"strategy": "best_of_n", "samples": 2, "scorer": "self_judge", "effort": "none"},
+    "revision": {"strategy": "revision", "rounds": 1, "effort": "none"},
+    "beam_search": {"strategy": "beam_search", "beam_width": 2, "max_steps": 2},
+    "auto": {"strategy": "auto"},
+    "tool_use": {"strategy": "tool_use", "tool_mode": "pal", "effort": "none"},
+}
