@@ -397,10 +397,30 @@ def test_missing_interpreter_refuses_with_the_reason():
         asyncio.run(box.run("print(1)"))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="as root the sandbox can be set up")
-def test_without_root_the_tool_is_refused():
-    with pytest.raises(ToolUnavailable, match="needs root with CAP_SYS_ADMIN"):
-        asyncio.run(Sandbox(settings()).run("print(1)"))
+_REFUSED_WITHOUT_ROOT = f"""
+import asyncio, sys
+sys.path.insert(0, {str(ROOT)!r})
+from server.sandbox import Sandbox
+from server.settings import load_settings
+from strategies.tools import ToolUnavailable
+try:
+    asyncio.run(Sandbox(load_settings(overrides={{"sandbox": {LIMITS!r}}}).sandbox).run("print(1)"))
+except ToolUnavailable as e:
+    print("REFUSED", e)
+else:
+    print("RAN")
+"""
+
+
+def test_without_the_privileges_the_tool_is_refused():
+    """Without root's capabilities the sandbox cannot be set up and says why. Run as root
+    (CI is), the check runs in a child that drops every capability (a container without
+    privileges), so it runs on every machine."""
+    drop = [] if os.geteuid() != 0 else ["setpriv", "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all"]
+    out = subprocess.run([*drop, sys.executable, "-c", _REFUSED_WITHOUT_ROOT], capture_output=True, text=True,
+                         timeout=120, cwd="/", env={"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("REFUSED") and "needs root with CAP_SYS_ADMIN" in out.stdout, out.stdout
 
 
 @pytest.mark.parametrize(("report", "host_kill", "stderr", "expected"), [
