@@ -119,6 +119,6 @@ EVERY_STRATEGY = {
     "best_of_n": {"strategy": "best_of_n", "samples": 2, "scorer": "self_judge", "effort": "none"},
     "revision": {"strategy": "revision", "rounds": 1, "effort": "none"},
     "beam_search": {"strategy": "beam_search", "beam_width": 2, "max_steps": 2},
-    "auto": {"strategy": "auto"},
+    "auto": {"strategy": "auto", "budget_tokens": 200},
     "tool_use": {"strategy": "tool_use", "tool_mode": "pal", "effort": "none"},
 }

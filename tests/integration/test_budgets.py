@@ -43,6 +43,7 @@ async def test_thinking_stays_within_min_and_max(live, lo, hi) -> None:
         assert r.choices[0].message.model_extra["reasoning_content"]
 
 
+@pytest.mark.slow  # a statistical measure over many requests (100 s on an AVX2 core)
 @pytest.mark.asyncio
 async def test_mean_thinking_rises_with_effort(live) -> None:
     efforts = ["low", "medium", "high"]
@@ -157,7 +158,8 @@ def test_forced_continuations_reuse_the_prefix_cache(client: openai.OpenAI, live
                      metrics, re.M)
 
 
-@pytest.mark.parametrize("strategy", ["single", "budget_forcing"])
+# 75 s each on an AVX2 core: make test runs one, make test-slow the other.
+@pytest.mark.parametrize("strategy", ["single", pytest.param("budget_forcing", marks=pytest.mark.slow)])
 def test_probes_end_the_thinking_once_the_answer_settles(live, strategy: str) -> None:
     """Dynasor-CoT / DEER (strategies/probe.py): probes every 64 thinking tokens, read
     from the cached prefix, never shown, counted as reasoning; greedy thinking about

@@ -33,7 +33,7 @@ async def test_strategy_runs_within_budget(live, reasoning) -> None:
     budget = 500
     bodies = [{"messages": _msgs(p), "max_tokens": 96, "temperature": 0.8, "seed": i,
                "extra_body": {"reasoning": {**reasoning, "budget_tokens": budget}}}
-              for i, p in enumerate(EASY[:2] + HARD[:2])]
+              for i, p in enumerate(EASY[:1] + HARD[:1])]
     for r in await batch(live, bodies):
         assert r.usage.completion_tokens <= budget
         assert r.choices[0].message.content
@@ -45,7 +45,7 @@ async def test_strategy_runs_within_budget(live, reasoning) -> None:
 @pytest.mark.parametrize("reasoning", STRATEGIES, ids=IDS)
 def test_stream_equals_non_stream(live, reasoning) -> None:
     body = {"model": live.model, "messages": _msgs(HARD[0]), "max_tokens": 64, "temperature": 0.8, "seed": 9,
-            "reasoning": {**reasoning, "budget_tokens": 600}}
+            "reasoning": {**reasoning, "budget_tokens": 300}}
     # Once first, so both compared runs read every phase's prefix from the cache: on
     # vLLM's CPU build a prefix computed in the request and the same prefix read from
     # the cache give slightly different bf16 logits, and a seeded sample at T 0.8 can
@@ -89,6 +89,7 @@ AUTO_EASY = ["How many days are in a week?", "What is 3 times 3?", "How many leg
 AUTO_HARD = [HARD[1], HARD[2], "What is 17 times 23 minus 89?"]
 
 
+@pytest.mark.slow  # statistical: 24 auto runs (240 s on an AVX2 core)
 @pytest.mark.asyncio
 async def test_auto_picks_by_difficulty_and_says_why(live) -> None:
     bodies = [{"messages": _msgs(p), "max_tokens": 32, "temperature": 0.3, "seed": seed,

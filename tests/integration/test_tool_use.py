@@ -172,6 +172,7 @@ def _fence_token() -> int:
     return ids[0]
 
 
+@pytest.mark.slow  # a server of its own (tests/sandbox covers the corpus in make test)
 @pytest.mark.asyncio
 async def test_hostile_code_through_the_tool_path(tmp_path) -> None:
     port, token, wall = free_port(), uuid.uuid4().hex[:8], 3.0
