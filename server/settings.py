@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from strategies import registry
 from strategies.plan import Forcing
@@ -134,6 +134,54 @@ class EngineSection(_Frozen):
     extra: dict[str, Any]
 
 
+class RemoteSection(_Frozen):
+    """The remote engine (server/engines/remote_engine.py): vLLM OpenAI servers over
+    HTTP instead of the in-process engine. Empty ``urls``: the in-process engine."""
+
+    # Base URLs of the upstream vLLM servers (``http://host:8000``; a trailing /v1 is dropped).
+    urls: tuple[str, ...]
+    # Where the tokenizer is loaded from: "" = the model the upstreams report (their
+    # /v1/models ``root``) when this machine can load it, else ponder's [model].
+    tokenizer: str
+    # Bearer key of the upstreams (``vllm serve --api-key``); "": none.
+    api_key: str
+    # Seconds: a TCP connect (and a free connection from the pool); a request's first
+    # streamed event (queue + prefill: vLLM sends nothing before its first token); the
+    # gap between two events after that (vLLM's SSE keep-alive comments count).
+    connect_timeout: float = Field(gt=0)
+    first_chunk_timeout: float = Field(gt=0)
+    chunk_timeout: float = Field(gt=0)
+    # GET /health on every upstream this often; one failure takes it out, one success re-admits it.
+    health_interval: float = Field(gt=0)
+    health_timeout: float = Field(gt=0)
+    # Affinity: the first this many prompt tokens choose the upstream (rendezvous hashing).
+    affinity_prefix_tokens: int = Field(ge=1)
+    # Spill-over: the chosen upstream is passed over while it runs more than this many
+    # sequences above the least loaded one.
+    spill_threshold: int = Field(ge=0)
+    # Every engine request of one ponder request stays on its first upstream; the pin
+    # outlives the request's last engine request this long (s).
+    pin_seconds: float = Field(ge=0)
+    # The upstreams' KV block size (vLLM: 16 on CUDA, 128 on the CPU build); the HTTP
+    # API does not report it.
+    kv_block_size: int = Field(ge=1)
+    # The upstreams' VLLM_MAX_STOP_STRINGS (vLLM's HTTP API refuses more stop strings).
+    max_stop_strings: int = Field(ge=1)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+            url = url.rstrip("/")
+            out.append(url.removesuffix("/v1"))
+        if len(set(out)) != len(out):
+            raise ValueError("an upstream is listed twice")
+        return tuple(out)
+
+
 class EffortPreset(BaseModel):
     """One row of configs/effort.toml: the shared plan fields, plus the
     strategy's own ``reasoning`` keys (read by the strategy, as a client's)."""
@@ -235,6 +283,7 @@ class Settings(_Frozen):
     server: ServerSection
     model: ModelSection
     engine: EngineSection
+    remote: RemoteSection
     defaults: DefaultsSection
     thinking: ThinkingSection
     sandbox: SandboxSection
