@@ -2,6 +2,7 @@
 
     ponder serve [--config configs/server.toml] [--host H] [--port P]
                  [--model DIR_OR_ID] [--served-model-name NAME] [--api-key KEY]
+                 [--engine-url URL]...   (vLLM OpenAI servers instead of the in-process engine)
                  [--max-model-len N] [--kv-cache-space GIB] [--no-prefix-caching]
                  [--tensor-parallel-size N] [--data-parallel-size N] ...
                  [--engine-arg KEY=JSON]...   (any vllm AsyncEngineArgs field)
@@ -52,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", action="append", help="require this bearer key (repeatable)")
     s.add_argument("--default-effort", help="reasoning effort for requests that name none")
     s.add_argument("--log-level")
+    s.add_argument("--engine-url", action="append", metavar="URL",
+                   help="drive this running vLLM OpenAI server (repeatable) instead of an in-process engine; "
+                        "see [remote] in configs/server.toml")
     for flag, key, typ in _ENGINE_FLAGS:
         s.add_argument(flag, dest=key, type=typ)
     s.add_argument("--no-prefix-caching", action="store_true", help="disable vLLM prefix caching")
@@ -88,6 +92,8 @@ def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
     if extra:
         engine["extra"] = extra
     out: dict[str, Any] = {"server": server, "model": model, "engine": engine}
+    if a.engine_url:
+        out["remote"] = {"urls": a.engine_url}
     if a.default_effort:
         out["defaults"] = {"effort": a.default_effort}
     return _with_sets(out, a.set)
@@ -133,13 +139,23 @@ def serve(settings: Settings) -> int:
         print(f"ponder: {exc}", file=sys.stderr)
         return 2
     cache = os.path.expanduser(os.environ.get("PONDER_CACHE_DIR") or settings.model.cache_dir)
-    model_path = prepare_model(settings.model.source, cache, gguf=settings.model.gguf)
+
+    def prepare() -> str:
+        return prepare_model(settings.model.source, cache, gguf=settings.model.gguf)
+
+    remote = settings.remote
+    # The remote engine prepares ponder's model only if it needs its tokenizer.
+    model_path = settings.model.source if remote.urls else prepare()
     state = AppState(settings=settings, model_path=model_path, secrets=keys)
 
     def start_engine():
+        m = settings.model
+        if remote.urls:
+            from .engines.remote_engine import RemoteEngine
+
+            return RemoteEngine.start(remote, m, prepare)
         from .engines.vllm_engine import VLLMEngine, engine_args
 
-        m = settings.model
         args = engine_args(settings.engine, model_path, m.served_model_name)
         return VLLMEngine.start(args, m.think_open, m.think_close, m.native_thinking)
 

@@ -75,7 +75,7 @@ class Affinity:
     def __init__(self, prefix_tokens: int, spill: int, pin_seconds: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.prefix_tokens, self.spill, self.pin_seconds, self.clock = prefix_tokens, spill, pin_seconds, clock
-        # Least recently touched first, so expired pins are pruned from the front.
+        # Idle pins in the order they went idle (oldest first), so expired ones are pruned from the front.
         self._pins: OrderedDict[str, _Pin] = OrderedDict()
 
     def choose(self, key: str, prompt_ids: Sequence[int], live: Sequence[Loaded]) -> Loaded | None:
@@ -119,9 +119,14 @@ class Affinity:
         return upstream
 
     def _prune(self) -> None:
+        """Drop pins idle for ``pin_seconds``. Idle pins sit in the order they went
+        idle; a running one met on the way is moved behind them."""
         now = self.clock()
-        while self._pins:
+        for _ in range(len(self._pins)):
             key, pin = next(iter(self._pins.items()))
-            if pin.running > 0 or now - pin.idle_since < self.pin_seconds:
+            if pin.running > 0:
+                self._pins.move_to_end(key)
+            elif now - pin.idle_since >= self.pin_seconds:
+                del self._pins[key]
+            else:
                 return
-            del self._pins[key]

@@ -226,7 +226,7 @@ class RemoteEngine:
     async def _stream(self, up: Upstream, body: bytes, queue: asyncio.Queue[Any]) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
-        opened = begun = False
+        opened = begun = done = False
         try:
             async with asyncio.timeout(cfg.first_chunk_timeout) as deadline:
                 async with self.client.stream("POST", f"{up.url}/v1/completions", content=body,
@@ -236,13 +236,15 @@ class RemoteEngine:
                         await r.aread()
                         await self._refused(up, r)
                     async for line in r.aiter_lines():
-                        if not line.startswith("data:"):
+                        if done or not line.startswith("data:"):
                             if begun and line.startswith(":"):  # vLLM's SSE keep-alive comment
                                 deadline.reschedule(loop.time() + cfg.chunk_timeout)
                             continue
                         data = line[5:].strip()
                         if data == "[DONE]":
-                            return
+                            # Read the body to its end, so the connection goes back to the pool.
+                            done = True
+                            continue
                         event = orjson.loads(data)
                         if "error" in event:
                             await self._failed(up, event["error"] or {})
@@ -260,6 +262,8 @@ class RemoteEngine:
                 raise _NotTaken(reason) from exc
             self.fleet.set_health(up, reason)
             raise EngineUnavailable(f"upstream {up.url} broke off the stream: {reason}") from exc
+        if done:
+            return
         # The body ended without [DONE]: the upstream went away mid-stream.
         self.fleet.set_health(up, "a stream ended without [DONE]")
         raise EngineUnavailable(f"upstream {up.url} ended the stream early")

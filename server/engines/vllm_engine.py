@@ -201,6 +201,10 @@ class VLLMEngine:
     def alive(self) -> bool:
         return not self.llm.errored
 
+    @property
+    def available(self) -> bool:
+        return self.alive
+
     def tool_parser(self, name: str) -> VLLMToolParser:
         return VLLMToolParser(self.tokenizer, name)
 
