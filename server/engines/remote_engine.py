@@ -141,11 +141,8 @@ class RemoteEngine:
                     raise item
                 for delta in reader.feed(item):
                     yield delta
-            if request_id in self._aborted:
-                for delta in reader.aborted():
-                    yield delta
-            else:
-                reader.finish()
+            for delta in reader.aborted() if request_id in self._aborted else reader.finish():
+                yield delta
         finally:
             self._running.pop(request_id, None)
             self._aborted.discard(request_id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from strategies.engine import Delta, EngineRequestFailed, Sampling, Structured, Tokenizer, TokenLogprob
@@ -97,19 +98,23 @@ def completion_body(model: str, prompt_ids: Sequence[int], s: Sampling, request_
 
 
 class ChunkReader:
-    """vLLM's completion chunks of one request -> ``Delta``s (``feed`` per chunk,
-    ``finish`` at ``[DONE]``).
+    """vLLM's completion chunks of one request -> ``Delta``s: ``feed`` per chunk,
+    then ``finish`` at ``[DONE]`` (or ``aborted`` after an abort).
 
     A chunk holds one choice (vLLM writes one per sample and step); the first
     chunk of every choice carries its ``prompt_token_ids``. vLLM reports cached
-    tokens only in the final usage chunk, after every token, so a first delta
-    cannot carry them: ``cached_tokens`` stays None there and ``usage`` keeps them.
+    tokens only in the final usage chunk (``prompt_tokens_details``, with
+    ``--enable-prompt-tokens-details``), written right after the last finishing
+    chunk. So a sample's finishing delta is held until then, and it, not the
+    first, carries ``prompt_tokens`` and ``cached_tokens`` (the ledger counts them
+    wherever they come). Ponder's engine requests have ``n`` = 1, so nothing waits
+    on other samples; with ``n`` > 1 a finish waits for the last sample's.
     """
 
     def __init__(self, tokenizer: Tokenizer, prompt_len: int, n: int, logprobs: int | None) -> None:
         self.tokenizer, self.prompt_len, self.n, self.k = tokenizer, prompt_len, n, logprobs
         self.started: set[int] = set()
-        self.finished: set[int] = set()
+        self.finished: dict[int, Delta] = {}  # held finishing deltas, in the order they came
         self.generated = 0
         self.usage: dict[str, Any] | None = None
         self._text: dict[int, str] = {}
@@ -118,26 +123,41 @@ class ChunkReader:
         """One chunk (error frames are the caller's: what they mean depends on the upstream's health)."""
         if chunk.get("usage"):
             self.usage = chunk["usage"]
-        return [self._delta(c) for c in chunk.get("choices") or ()]
+        out = []
+        for c in chunk.get("choices") or ():
+            delta = self._delta(c)
+            if delta.finish_reason is None:
+                out.append(delta)
+            else:
+                self.finished[delta.index] = delta
+        return out
 
-    def finish(self) -> None:
-        """The stream ended with ``[DONE]``: every sample must have ended."""
-        missing = sorted(set(range(self.n)) - self.finished)
+    def finish(self) -> list[Delta]:
+        """The stream ended with ``[DONE]``: every sample's finishing delta, now with
+        its prompt and cache hits."""
+        missing = sorted(set(range(self.n)) - set(self.finished))
         if missing:
             raise EngineRequestFailed(f"the upstream ended the stream with samples {missing} unfinished")
         reported = (self.usage or {}).get("completion_tokens")
         if reported is not None and reported != self.generated:
             raise EngineRequestFailed(f"the upstream counted {reported} generated tokens, its chunks carried "
                                       f"{self.generated}")
+        return [self._report(d, self.cached_tokens) for d in self.finished.values()]
 
     def aborted(self) -> list[Delta]:
-        """What an abort ends the unfinished samples with (as the in-process engine does)."""
-        return [Delta(i, (), "", finish_reason="abort") for i in range(self.n) if i not in self.finished]
+        """After an abort: the samples that finished, then every other one ending with
+        "abort" (as the in-process engine ends them). The cache hits are not known."""
+        ended = [self._report(d, None) for d in self.finished.values()]
+        return ended + [self._report(Delta(i, (), "", finish_reason="abort"), None)
+                        for i in range(self.n) if i not in self.finished]
 
     @property
     def cached_tokens(self) -> int | None:
         details = (self.usage or {}).get("prompt_tokens_details") or {}
         return details.get("cached_tokens")
+
+    def _report(self, delta: Delta, cached: int | None) -> Delta:
+        return replace(delta, prompt_tokens=self.prompt_len, cached_tokens=cached)
 
     def _delta(self, c: dict[str, Any]) -> Delta:
         i, reason = c["index"], c.get("finish_reason")
@@ -146,25 +166,14 @@ class ChunkReader:
         ids = c.get("token_ids")
         if ids is None:
             raise EngineRequestFailed("the upstream sent no token ids (it does not support return_token_ids)")
-        first = i not in self.started
-        if first:
+        if i not in self.started:
             self.started.add(i)
             prompt = c.get("prompt_token_ids")
             if prompt is not None and len(prompt) != self.prompt_len:
                 raise EngineRequestFailed(f"the upstream saw a prompt of {len(prompt)} tokens, not {self.prompt_len}")
-        if reason is not None:
-            self.finished.add(i)
         self.generated += len(ids)
-        return Delta(
-            index=i,
-            token_ids=tuple(ids),
-            text=c.get("text") or "",
-            finish_reason=reason,
-            stop_reason=c.get("stop_reason"),
-            logprobs=self._logprobs(ids, c.get("logprobs")),
-            prompt_tokens=self.prompt_len if first else None,
-            cached_tokens=None,
-        )
+        return Delta(index=i, token_ids=tuple(ids), text=c.get("text") or "", finish_reason=reason,
+                     stop_reason=c.get("stop_reason"), logprobs=self._logprobs(ids, c.get("logprobs")))
 
     def _logprobs(self, ids: Sequence[int], lp: dict[str, Any] | None) -> tuple[TokenLogprob, ...] | None:
         """``CompletionLogProbs`` -> the in-process engine's shape: the sampled

@@ -154,7 +154,7 @@ async def test_token_ids_in_and_out() -> None:
     assert body["model"] == "fake-model" and body["request_id"] == "req-c0-answer"
     assert [(d.token_ids, d.text, d.finish_reason) for d in deltas] == [((104, 105), "hi", None),
                                                                          ((EOS_ID,), "", "stop")]
-    assert deltas[0].prompt_tokens == len(prompt) and deltas[1].prompt_tokens is None
+    assert deltas[0].prompt_tokens is None and (deltas[1].prompt_tokens, deltas[1].cached_tokens) == (len(prompt), 3)
     assert a.completed == ["req-c0-answer"] and not a.closed_early
 
 
@@ -193,7 +193,7 @@ async def test_abort_ends_every_unfinished_sample_with_abort() -> None:
         await anext(stream)
         await engine.abort("req-c0-answer")
         rest = [d async for d in stream]
-        assert rest[-2:] == [Delta(0, (), "", finish_reason="abort"), Delta(1, (), "", finish_reason="abort")]
+        assert rest[-2:] == [Delta(i, (), "", finish_reason="abort", prompt_tokens=3) for i in (0, 1)]
         assert a.closed_early == ["req-c0-answer"]
         await engine.abort("req-c0-answer")  # done already: nothing to do
 
@@ -400,12 +400,16 @@ async def test_a_strategy_runs_over_the_remote_engine_on_one_upstream() -> None:
     from strategies.runner import RunPlan
     from tests.unit.harness import P, contexts, make_plan, text_of
 
-    a, b = FakeVLLM(A, script=lambda body, i: reply("42")), FakeVLLM(B, script=lambda body, i: reply("42"))
+    a, b = (FakeVLLM(url, script=lambda body, i: reply("42"), cached_tokens=5) for url in (A, B))
     async with running(a, b) as engine:
         plan = make_plan("self_consistency", samples=3, max_tokens=16)
-        async with RunPlan(plan, 2, contexts(engine, P, 16)) as items:  # type: ignore[arg-type]
+        run = RunPlan(plan, 2, contexts(engine, P, 16))  # type: ignore[arg-type]
+        async with run as items:
             events = [e async for e in items]
     assert text_of(events, Answer, 0) == "42" and text_of(events, Answer, 1) == "42"
     bodies = a.bodies + b.bodies
     assert len(bodies) == 6 and min(len(a.bodies), len(b.bodies)) == 0  # "req": one upstream
     assert all(body["prompt"] == list(P) for body in bodies)
+    usage = run.result
+    assert (usage.completion_tokens, usage.engine_requests) == (6 * 3, 6)  # "42" + eos, per candidate
+    assert (usage.cached_tokens, usage.engine_cached_tokens, usage.engine_prompt_tokens) == (5, 30, 6 * len(P))

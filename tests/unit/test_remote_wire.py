@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
 
 import pytest
 from scripted_engine import EOS_ID, CharTokenizer
@@ -77,8 +76,7 @@ def _read(fake: FakeVLLM, sampling: Sampling, ids: tuple[int, ...] = (1, 2, 3)) 
     prompt = list(ids)
     reader = ChunkReader(CharTokenizer(), len(prompt), sampling.n, sampling.logprobs)
     deltas = [d for chunk in _chunks(fake, sampling, prompt) for d in reader.feed(chunk)]
-    reader.finish()
-    return deltas, reader
+    return deltas + reader.finish(), reader
 
 
 def test_deltas_carry_the_upstream_s_ids_text_and_finish() -> None:
@@ -87,9 +85,17 @@ def test_deltas_carry_the_upstream_s_ids_text_and_finish() -> None:
     assert [d.token_ids for d in deltas] == [(104, 105), (33,), (EOS_ID,)]
     assert "".join(d.text for d in deltas) == "hi!"
     assert [d.finish_reason for d in deltas] == [None, None, "stop"]
-    assert [(d.prompt_tokens, d.cached_tokens) for d in deltas] == [(3, None), (None, None), (None, None)]
-    # vLLM reports cached tokens in the final usage chunk only, after every token.
-    assert reader.cached_tokens == 3 and reader.generated == 4
+    # vLLM reports cached tokens in the final usage chunk only, after every token: the
+    # finishing delta waits for it and carries them, with the prompt's length.
+    assert [(d.prompt_tokens, d.cached_tokens) for d in deltas] == [(None, None), (None, None), (3, 3)]
+    assert reader.generated == 4
+
+
+@pytest.mark.parametrize("cached", [0, 7, None], ids=["miss", "hit", "not-reported"])
+def test_cache_hits_are_what_the_usage_chunk_says(cached: int | None) -> None:
+    """None: the upstream runs without --enable-prompt-tokens-details (the ledger counts 0)."""
+    deltas, _ = _read(FakeVLLM("http://a:1", cached_tokens=cached), Sampling(max_tokens=8))
+    assert (deltas[-1].prompt_tokens, deltas[-1].cached_tokens) == (3, cached)
 
 
 def test_n_samples_interleave_each_with_its_own_first_delta() -> None:
@@ -99,7 +105,7 @@ def test_n_samples_interleave_each_with_its_own_first_delta() -> None:
     for i, text in ((0, "ab"), (1, "xyz")):
         mine = [d for d in deltas if d.index == i]
         assert "".join(d.text for d in mine) == text and mine[-1].finish_reason == "stop"
-        assert [d.prompt_tokens for d in mine] == [3] + [None] * (len(mine) - 1)
+        assert [d.prompt_tokens for d in mine] == [None] * (len(mine) - 1) + [3]
 
 
 def test_stop_reason_and_length_pass_through() -> None:
@@ -166,5 +172,7 @@ def test_an_abort_ends_every_unfinished_sample() -> None:
     reader = ChunkReader(CharTokenizer(), 3, 3, None)
     for chunk in _chunks(fake, Sampling(max_tokens=8, n=3), [1, 2, 3])[:4]:
         reader.feed(chunk)  # sample 0 finished ("a", eos), 1 and 2 not
-    assert [(d.index, d.finish_reason) for d in reader.aborted()] == [(1, "abort"), (2, "abort")]
-    assert replace(reader.aborted()[0], index=0).token_ids == ()
+    ended = reader.aborted()
+    assert [(d.index, d.finish_reason, d.prompt_tokens) for d in ended] == [(0, "stop", 3), (1, "abort", 3),
+                                                                            (2, "abort", 3)]
+    assert ended[1].token_ids == () and all(d.cached_tokens is None for d in ended)
