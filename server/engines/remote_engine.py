@@ -85,6 +85,7 @@ class RemoteEngine:
         self._running: dict[str, asyncio.Task] = {}
         self._aborted: set[str] = set()
         self._closed = False
+        self._closing: asyncio.Task | None = None
 
     @classmethod
     def start(cls, cfg: RemoteSection, model: ModelSection, prepare: Callable[[], str], *,
@@ -101,7 +102,10 @@ class RemoteEngine:
                 log.warning("upstream %s did not answer at start: %s", url, why)
             tokenizer, source = load_tokenizer(tokenizer_sources(cfg.tokenizer, served.root, prepare), load)
             for url in reachable:
-                check_tokenizer(client, url, served.model, tokenizer)
+                try:
+                    check_tokenizer(client, url, served.model, tokenizer)
+                except httpx.HTTPError as exc:  # it answered /v1/models just now: a check will tell
+                    log.warning("upstream %s: the tokenizer could not be checked: %s", url, exc)
         eos, vocab = model_facts(source, tokenizer)
         info = model_info(served, eos, vocab, cfg.kv_block_size, model.think_open, model.think_close,
                           model.native_thinking)
@@ -139,9 +143,15 @@ class RemoteEngine:
             while (item := await queue.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
-                for delta in reader.feed(item):
+                for delta in _read(reader, item):
                     yield delta
-            for delta in reader.aborted() if request_id in self._aborted else reader.finish():
+            if request_id in self._aborted:
+                ended = reader.aborted()
+            elif self._closed and len(reader.finished) < sampling.n:
+                raise EngineUnavailable("the remote engine shut down")
+            else:
+                ended = reader.finish()
+            for delta in ended:
                 yield delta
         finally:
             self._running.pop(request_id, None)
@@ -187,7 +197,7 @@ class RemoteEngine:
         client, self._client = self._client, None
         if client is not None:
             try:
-                asyncio.get_running_loop().create_task(client.aclose())
+                self._closing = asyncio.get_running_loop().create_task(client.aclose())
             except RuntimeError:  # no loop: the process is exiting, its sockets go with it
                 pass
 
@@ -242,7 +252,11 @@ class RemoteEngine:
                             # Read the body to its end, so the connection goes back to the pool.
                             done = True
                             continue
-                        event = orjson.loads(data)
+                        try:
+                            event = orjson.loads(data)
+                        except orjson.JSONDecodeError:
+                            raise EngineRequestFailed(f"upstream {up.url} sent a frame that is not JSON: "
+                                                      f"{data[:200]!r}") from None
                         if "error" in event:
                             await self._failed(up, event["error"] or {})
                         queue.put_nowait(event)
@@ -298,6 +312,13 @@ class RemoteEngine:
         out = [f"{u.url}: {u.reason or 'did not take the request'}" for u in self.fleet.upstreams
                if not u.healthy or u in tried]
         return "no upstream can take the request (" + "; ".join(out) + ")"
+
+
+def _read(reader: ChunkReader, chunk: Any) -> list[Delta]:
+    try:
+        return reader.feed(chunk)
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise EngineRequestFailed(f"the upstream sent a chunk ponder cannot read: {exc!r}") from exc
 
 
 def _message(r: httpx.Response) -> str:

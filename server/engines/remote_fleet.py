@@ -79,14 +79,18 @@ class Fleet:
         self._thread.start()
 
     def stop(self) -> None:
+        """Without waiting: a running thread wakes at once (or after the check under
+        way) and closes its client itself."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self.interval + 1.0)
-        self._client.close()
+        if self._thread is None:
+            self._client.close()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.check_once()
-            except Exception:  # a check must never end the checks
-                log.exception("health check failed")
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    self.check_once()
+                except Exception:  # a check must never end the checks
+                    log.exception("health check failed")
+        finally:
+            self._client.close()

@@ -84,7 +84,8 @@ class FakeVLLM:
     # POST /v1/completions: answer this status (with vLLM's error body) instead of a stream.
     status: int = 200
     # Stream this many choice chunks, then: "error" (a 500 frame), "error503", "cut" (the
-    # connection drops), "end" (the body ends without [DONE]), "stall" (wait forever).
+    # connection drops), "end" (the body ends without [DONE]), "stall" (wait forever),
+    # "garbage" (a frame that is not JSON).
     fail_after: int | None = None
     failure: str = "error"
     # Seconds before every frame; ": keep-alive" comments sent while waiting that long.
@@ -205,6 +206,8 @@ class _Stream(httpx.AsyncByteStream):
             raise httpx.ReadError("connection reset by peer")
         elif failure == "stall":
             await asyncio.Event().wait()
+        elif failure == "garbage":
+            yield b"data: {not json\n\n"
         # "end": the body just ends
 
     async def aclose(self) -> None:

@@ -320,6 +320,50 @@ async def test_what_the_api_cannot_carry_fails_before_any_request() -> None:
         assert not a.bodies
 
 
+@pytest.mark.asyncio
+async def test_a_frame_that_is_not_json_fails_the_request() -> None:
+    a = FakeVLLM(A, script=lambda body, i: reply("abc"), fail_after=1, failure="garbage")
+    async with running(a, urls=[A]) as engine:
+        with pytest.raises(EngineRequestFailed, match="not JSON"):
+            await collect(engine, [1, 2, 3])
+        assert engine.available
+
+
+@pytest.mark.asyncio
+async def test_a_shutdown_ends_running_requests_unavailable() -> None:
+    a = FakeVLLM(A, script=lambda body, i: reply("abc"), fail_after=1, failure="stall")
+    engine = start(a, urls=[A])
+    stream = engine.generate([1, 2, 3], S, "req-c0-answer")
+    await anext(stream)
+    engine.shutdown()
+    with pytest.raises(EngineUnavailable, match="shut down"):
+        await anext(stream)
+    with pytest.raises(EngineUnavailable, match="shut down"):
+        await collect(engine, [1])
+    assert not engine.alive and not engine.available and a.closed_early == ["req-c0-answer"]
+    await asyncio.sleep(0)
+
+
+def test_the_health_thread_takes_out_and_re_admits_on_its_own() -> None:
+    import time
+    a, b = FakeVLLM(A), FakeVLLM(B)
+    engine = start(a, b, health_interval=0.01)
+    try:
+        def wait(cond: Callable[[], bool]) -> None:
+            end = time.monotonic() + 5
+            while not cond():
+                assert time.monotonic() < end, [(u.url, u.healthy, u.reason) for u in engine.fleet.upstreams]
+                time.sleep(0.005)
+
+        b.health = False
+        wait(lambda: not engine.fleet.upstreams[1].healthy)
+        assert engine.fleet.upstreams[1].reason == "GET /health answered 503"
+        b.health = True
+        wait(lambda: engine.fleet.upstreams[1].healthy)
+    finally:
+        engine.shutdown()
+
+
 # -- timeouts -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fail_after,cfg,match", [
