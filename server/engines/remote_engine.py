@@ -82,7 +82,8 @@ class RemoteEngine:
         self.affinity = Affinity(cfg.affinity_prefix_tokens, cfg.spill_threshold, cfg.pin_seconds)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
-        self._running: dict[str, asyncio.Task] = {}
+        # Reading tasks by engine request id (a client may reuse its x-request-id: then several).
+        self._running: dict[str, set[asyncio.Task]] = {}
         self._aborted: set[str] = set()
         self._closed = False
         self._closing: asyncio.Task | None = None
@@ -138,7 +139,7 @@ class RemoteEngine:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         pump = asyncio.create_task(self._pump(body, prompt_ids, request_id, sampling.n, queue),
                                    name=f"remote-{request_id}")
-        self._running[request_id] = pump
+        self._running.setdefault(request_id, set()).add(pump)
         try:
             while (item := await queue.get()) is not _END:
                 if isinstance(item, BaseException):
@@ -154,15 +155,19 @@ class RemoteEngine:
             for delta in ended:
                 yield delta
         finally:
-            self._running.pop(request_id, None)
-            self._aborted.discard(request_id)
+            mine = self._running.get(request_id, set())
+            mine.discard(pump)
+            if not mine:
+                self._running.pop(request_id, None)
+                self._aborted.discard(request_id)
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
 
     async def abort(self, request_id: str) -> None:
-        pump = self._running.get(request_id)
-        if pump is not None and not pump.done():
+        pumps = [p for p in self._running.get(request_id, ()) if not p.done()]
+        if pumps:
             self._aborted.add(request_id)
+        for pump in pumps:
             pump.cancel()
 
     # -- what the server asks of an engine (server/state.py ServedEngine) -----
@@ -177,7 +182,7 @@ class RemoteEngine:
         return not self._closed and self.fleet.any_healthy
 
     def num_unfinished_requests(self) -> int:
-        return len(self._running)
+        return sum(len(pumps) for pumps in self._running.values())
 
     def tool_parser(self, name: str) -> Any:
         from .vllm_tools import VLLMToolParser
@@ -192,8 +197,9 @@ class RemoteEngine:
     def shutdown(self) -> None:
         self._closed = True
         self.fleet.stop()
-        for pump in list(self._running.values()):
-            pump.cancel()
+        for pumps in list(self._running.values()):
+            for pump in list(pumps):
+                pump.cancel()
         client, self._client = self._client, None
         if client is not None:
             try:

@@ -216,6 +216,20 @@ async def test_a_cancelled_consumer_closes_the_upstream_stream() -> None:
         assert a.closed_early == ["req-c0-answer"] and engine.num_unfinished_requests() == 0
 
 
+@pytest.mark.asyncio
+async def test_a_reused_request_id_runs_twice_and_aborts_both() -> None:
+    """A client may send one x-request-id twice at once; vLLM takes both (its own ids get a suffix)."""
+    a = FakeVLLM(A, script=lambda body, i: reply("some answer"), delay=0.005)
+    async with running(a, urls=[A]) as engine:
+        one, two = (engine.generate([1, 2, 3], S, "dup-c0-answer") for _ in range(2))
+        await anext(one), await anext(two)
+        assert engine.num_unfinished_requests() == 2
+        await engine.abort("dup-c0-answer")
+        for stream in (one, two):
+            assert [d async for d in stream][-1].finish_reason == "abort"
+        assert a.closed_early == ["dup-c0-answer"] * 2
+
+
 # -- health and failover ----------------------------------------------------------------
 
 @pytest.mark.asyncio
