@@ -18,6 +18,7 @@ import copy
 import json
 import os
 import re
+import time
 from collections import Counter
 from typing import Any
 
@@ -121,6 +122,12 @@ def seen() -> Counter:
     return Counter()
 
 
+@pytest.fixture(scope="module")
+def slowest() -> list:
+    """(seconds, operation, status, body) of every schemathesis case, to print the slowest."""
+    return []
+
+
 @pytest.fixture
 def _pytest9_nodeid(request: pytest.FixtureRequest) -> None:
     # schemathesis 4.32's lazy loader reads and renames ``Node._nodeid``, which pytest 9.2 no longer has.
@@ -137,18 +144,27 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.mark.usefixtures("_pytest9_nodeid")
 # One test per operation: 100 examples took up to 736 s for one on 2 AVX2 cores.
 @pytest.mark.timeout(600 + 12 * FUZZ_EXAMPLES)
-def test_schemathesis(case, seen: Counter) -> None:
+def test_schemathesis(case, seen: Counter, slowest: list) -> None:
     if case.path in (CHAT, MESSAGES, RESPONSES):
         case.body = cheap(case.body, case.path)
+    started = time.monotonic()
     response = case.call(timeout=60)
     kind = response.headers.get("content-type", [""])[0].split(";")[0]
     seen[(f"{case.method} {case.path}", response.status_code, kind)] += 1
+    slowest.append((time.monotonic() - started, f"{case.method} {case.path}", response.status_code,
+                    json.dumps(case.body, default=str)[:300]))
     case.validate_response(response, checks=CHECKS)
 
 
-def test_schemathesis_reached_the_engine_both_ways(seen: Counter) -> None:
+def test_schemathesis_reached_the_engine_both_ways(seen: Counter, slowest: list) -> None:
     """The run above had chat cases answered by the engine, streamed and not, and refused."""
     assert seen, "runs after test_schemathesis, in the same session"
+    by_op = Counter()
+    for seconds, op, _, _ in slowest:
+        by_op[op] += seconds
+    print("schemathesis seconds per operation:", {op: round(s) for op, s in by_op.most_common()})
+    for case in sorted(slowest, reverse=True)[:15]:
+        print(f"  {case[0]:6.1f} s {case[1]} {case[2]} {case[3]}")
     chat = Counter({(status, kind): k for (op, status, kind), k in seen.items() if op == "POST " + CHAT})
     print("schemathesis responses:", dict(sorted(seen.items())))
     assert chat[(200, "application/json")] >= 5, chat
