@@ -4,7 +4,8 @@
                  [--model DIR_OR_ID] [--served-model-name NAME] [--api-key KEY]
                  [--engine-url URL]...   (vLLM OpenAI servers instead of the in-process engine)
                  [--max-model-len N] [--kv-cache-space GIB] [--no-prefix-caching]
-                 [--tensor-parallel-size N] [--data-parallel-size N] ...
+                 [--tensor-parallel-size N] [--pipeline-parallel-size N] [--data-parallel-size N]
+                 [--distributed-executor-backend mp|ray|uni] [--data-parallel-backend mp|ray] ...
                  [--engine-arg KEY=JSON]...   (any vllm AsyncEngineArgs field)
 
 ``ponder sandbox run FILE``: run one Python file in the code interpreter's
@@ -22,15 +23,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from .settings import Settings, load_settings, model_preset
 
-# (flag, section, key, type)
+# (flag, [engine] key, type): vLLM's own flag names, as `vllm serve` spells them.
 _ENGINE_FLAGS = [
     ("--max-model-len", "max_model_len", int),
     ("--kv-cache-space", "kv_cache_space_gib", int),
     ("--tensor-parallel-size", "tensor_parallel_size", int),
     ("--pipeline-parallel-size", "pipeline_parallel_size", int),
     ("--data-parallel-size", "data_parallel_size", int),
+    ("--distributed-executor-backend", "distributed_executor_backend", str),
+    ("--data-parallel-backend", "data_parallel_backend", str),
+    ("--data-parallel-size-local", "data_parallel_size_local", int),
+    ("--data-parallel-address", "data_parallel_address", str),
+    ("--data-parallel-rpc-port", "data_parallel_rpc_port", int),
     ("--max-num-seqs", "max_num_seqs", int),
     ("--max-num-batched-tokens", "max_num_batched_tokens", int),
     ("--dtype", "dtype", str),
@@ -204,11 +212,15 @@ def _event_loop_runner():
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        settings = load_settings(args.config, overrides_from_args(args), model_preset(args.model))
-        sys.exit(serve(settings))
-    if args.command == "sandbox":
-        sys.exit(sandbox_run(load_settings(args.config, _with_sets({}, args.set)), args.file))
+    try:  # a setting that cannot be honoured ends the start here, before the model or the engine
+        if args.command == "serve":
+            settings = load_settings(args.config, overrides_from_args(args), model_preset(args.model))
+        else:
+            settings = load_settings(args.config, _with_sets({}, args.set))
+    except ValidationError as exc:
+        print(f"ponder: invalid settings: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(serve(settings) if args.command == "serve" else sandbox_run(settings, args.file))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from strategies import registry
 from strategies.plan import Forcing
 
+from .parallelism import Parallelism
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
@@ -102,16 +104,14 @@ class ModelSection(_Frozen):
     gguf: GgufParts | None = None
 
 
-class EngineSection(_Frozen):
-    """vLLM's engine arguments (server/engines/vllm_engine.py turns them into AsyncEngineArgs)."""
+class EngineSection(Parallelism):
+    """vLLM's engine arguments (server/engines/vllm_engine.py turns them into AsyncEngineArgs);
+    the parallel layout's fields and checks are in server/parallelism.py."""
 
     max_model_len: int = Field(ge=16)
     # VLLM_CPU_KVCACHE_SPACE (GiB) for the CPU build; absent: vLLM's own default.
     kv_cache_space_gib: int | None = None
     enable_prefix_caching: bool
-    tensor_parallel_size: int = Field(ge=1)
-    pipeline_parallel_size: int = Field(ge=1)
-    data_parallel_size: int = Field(ge=1)
     max_num_seqs: int = Field(ge=1)
     # Absent: vLLM's own default.
     max_num_batched_tokens: int | None = None
@@ -316,6 +316,16 @@ class Settings(_Frozen):
             raise ValueError(f"effort table has unknown efforts {unknown}")
         if self.defaults.effort not in EFFORTS:
             raise ValueError(f"defaults.effort {self.defaults.effort!r} is not an effort")
+        return self
+
+    @model_validator(mode="after")
+    def _parallelism_is_the_upstreams(self) -> Settings:
+        """With remote.urls there is no in-process engine to shard: each upstream's own
+        ``vllm serve`` flags set its parallelism, so asking ponder for one is refused."""
+        asked = self.engine.beyond_one_process() if self.remote.urls else []
+        if asked:
+            raise ValueError(f"engine {', '.join(asked)} configure the in-process engine; with remote.urls "
+                             "(--engine-url) start the upstreams with vllm serve's own parallelism flags")
         return self
 
     def section(self, name: str | None) -> Any:

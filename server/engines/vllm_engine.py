@@ -52,15 +52,14 @@ def engine_args(engine: EngineSection, model: str, served_model_name: str) -> As
         os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
         if engine.cpu_threads_bind is not None:
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_threads_bind(engine.cpu_threads_bind))
-    kwargs: dict[str, Any] = engine.model_dump(exclude={"kv_cache_space_gib", "extra", "max_num_batched_tokens",
-                                                        "cpu_dtype_without_bf16", "cpu_threads_bind"})
+    # Absent (None) settings are left out, so vLLM's own defaults stand for them.
+    kwargs: dict[str, Any] = engine.model_dump(exclude={"kv_cache_space_gib", "extra", "cpu_dtype_without_bf16",
+                                                        "cpu_threads_bind"}, exclude_none=True)
     if (current_platform.is_cpu() and engine.cpu_dtype_without_bf16 and engine.dtype in ("bfloat16", "bf16")
             and not cpu_has_native_bf16()):
         log.info("this CPU has no native bf16 (no avx512_bf16 / amx_bf16): dtype %s instead of %s",
                  engine.cpu_dtype_without_bf16, engine.dtype)
         kwargs["dtype"] = engine.cpu_dtype_without_bf16
-    if engine.max_num_batched_tokens is not None:
-        kwargs["max_num_batched_tokens"] = engine.max_num_batched_tokens
     kwargs.update(model=model, served_model_name=[served_model_name], disable_log_stats=False)
     kwargs.update(engine.extra)
     return AsyncEngineArgs(**kwargs)
