@@ -51,14 +51,14 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(folder)
 
 
-def serve(*argv: str) -> Settings:
+def serve_settings(*argv: str) -> Settings:
     """Settings as ``ponder serve ARGV`` builds them (cli.main without serving)."""
     args = _parser().parse_args(["serve", *argv])
     return load_settings(args.config, overrides_from_args(args), model_preset(args.model))
 
 
 def vllm_args(model_dir: str, *argv: str) -> AsyncEngineArgs:
-    settings = serve(*argv)
+    settings = serve_settings(*argv)
     return engine_args(settings.engine, model_dir, settings.model.served_model_name)
 
 
@@ -136,7 +136,7 @@ REFUSED = {
 @pytest.mark.parametrize("argv,match", REFUSED.values(), ids=REFUSED.keys())
 def test_a_layout_that_would_not_be_honoured_is_a_startup_error(argv: list[str], match: str) -> None:
     with pytest.raises(ValidationError, match=match):
-        serve(*argv)
+        serve_settings(*argv)
 
 
 def test_ponder_serve_says_why_and_exits_2_before_the_model(capsys: pytest.CaptureFixture[str]) -> None:
