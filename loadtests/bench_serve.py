@@ -1,7 +1,8 @@
-"""ponder against vLLM's own OpenAI server, both measured by vLLM's own benchmark client.
+"""ponder against vLLM's own OpenAI server, both measured by vLLM's own benchmark client;
+and ponder's remote engine (ponder in front of a vLLM server): the cost of the extra hop.
 
     .venv/bin/python -m loadtests.bench_serve [--concurrency 1 4 8] [--num-prompts 32]
-        [--input-len 64] [--output-len 64] [--rounds 1] [--only ponder|vllm] [--profile]
+        [--input-len 64] [--output-len 64] [--rounds 1] [--servers vllm ponder remote] [--profile]
         [--out loadtests/out]
 
 Method
@@ -16,6 +17,12 @@ max_model_len 2048, prefix caching on, bf16, seed 0, max_num_seqs 64,
   ready when ``GET /health`` answers 200 (vLLM serves HTTP only once the engine is up).
 - ponder: ``python -m server.cli serve`` with its defaults (strategy ``single``,
   no thinking); ready when ``GET /ready`` answers 200.
+- remote: the vLLM server above, and ``python -m server.cli serve --engine-url``
+  it in front (ponder's remote engine: token ids over ``/v1/completions``,
+  streamed). Three processes share the 2 cores (ponder's front end, vLLM's API
+  server, its EngineCore) where the other two layouts have two: the hop's cost
+  here includes that CPU, which on a real fleet sits on another machine.
+  "API server process CPU" is ponder's front end only.
 
 Client: ``vllm.benchmarks.serve`` (``vllm bench serve``), unchanged, in a fresh
 subprocess per run (``loadtests.vllm_bench_client``): backend ``openai-chat``
@@ -88,13 +95,16 @@ ENV = {"VLLM_CPU_KVCACHE_SPACE": "2"}
 READY_TIMEOUT_S = 900.0
 CLIENT_TIMEOUT_S = 1800.0
 WARMUP_SEED = 12345
-SERVERS = ("vllm", "ponder")
+SERVERS = ("vllm", "ponder", "remote")
+LABELS = {"vllm": "vLLM api_server", "ponder": "ponder serve", "remote": "ponder serve --engine-url (vLLM)"}
 # Other engine processes on the machine (another session's tests): recorded, not waited for.
 ENGINE_PROCS = re.compile(r"EngineCore|server\.cli serve|ponder serve|vllm\.entrypoints\.openai")
 
 
-def server_command(name: str, folder: str, port: int) -> tuple[list[str], str]:
-    """The command line and the readiness path of one server."""
+def server_command(name: str, folder: str, port: int, upstream: str = "URL") -> tuple[list[str], str]:
+    """The command line and the readiness path of one server (``remote``: its front end)."""
+    if name == "remote":
+        return [sys.executable, "-m", "server.cli", "serve", "--engine-url", upstream, "--port", str(port)], "/ready"
     if name == "vllm":
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder,
                 "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
@@ -105,9 +115,21 @@ def server_command(name: str, folder: str, port: int) -> tuple[list[str], str]:
 
 @contextmanager
 def serving(name: str, folder: str, log_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """One server in its own process group, stopped with its children on exit."""
+    """One server in its own process group, stopped with its children on exit
+    (``remote``: a vLLM server first, and ponder in front of it)."""
+    if name == "remote":
+        with serving("vllm", folder, log_path.with_name(log_path.stem + "_upstream.log")) as (upstream, _):
+            with _serving(name, folder, log_path, upstream) as served:
+                yield served
+        return
+    with _serving(name, folder, log_path) as served:
+        yield served
+
+
+@contextmanager
+def _serving(name: str, folder: str, log_path: Path, upstream: str = "") -> Iterator[tuple[str, subprocess.Popen]]:
     port = free_port()
-    cmd, ready_path = server_command(name, folder, port)
+    cmd, ready_path = server_command(name, folder, port, upstream)
     url = f"http://127.0.0.1:{port}"
     with log_path.open("w") as log:
         t0 = time.perf_counter()
@@ -331,29 +353,32 @@ def _cell(runs: list[dict[str, Any]], key: str) -> str:
 
 def table(results: dict[str, dict[int, list[dict[str, Any]]]], a: argparse.Namespace) -> str:
     names = [n for n in SERVERS if n in results]
-    both = len(names) == 2
+    # Every other server against vLLM alone, when vLLM ran; remote also against ponder.
+    pairs = [(n, "vllm") for n in names if n != "vllm" and "vllm" in names]
+    pairs += [("remote", "ponder")] if {"remote", "ponder"} <= set(names) else []
     eos = "ignore_eos" if a.request_seed is None else f"EOS honoured, request seed {a.request_seed}"
     lines = [f"# ponder vs vLLM api_server, `vllm bench serve` (openai-chat, random {a.input_len} in / "
-             f"at most {a.output_len} out, {eos}, temperature 1.0)", ""]
+             f"at most {a.output_len} out, {eos}, temperature 1.0)", "",
+             "Servers: " + "; ".join(f"{n} = {LABELS[n]}" for n in names) + ".", ""]
     if a.rounds > 1:
         lines += [f"Cells: median over {a.rounds} rounds [min–max].", ""]
     for c in a.concurrency:
         runs = {n: results[n][c] for n in names}
         tok = {n: f"{min(r['tokens_min'] for r in runs[n])}–{max(r['tokens_max'] for r in runs[n])}" for n in names}
         lines += [f"## concurrency {c} ({prompts_for(c, a.num_prompts)} prompts)", "",
-                  "| metric | " + " | ".join(names) + (" | ponder vs vLLM |" if both else " |"),
-                  "|---|" + "---:|" * (len(names) + both)]
+                  "| metric | " + " | ".join(names) + " | " + "".join(f"{x} vs {y} | " for x, y in pairs),
+                  "|---|" + "---:|" * (len(names) + len(pairs))]
         for key, label, how in ROWS:
             row = f"| {label} | " + " | ".join(_cell(runs[n], key) for n in names) + " |"
-            if both:
-                p, v = _median(runs["ponder"], key), _median(runs["vllm"], key)
+            for x, y in pairs:
+                p, v = _median(runs[x], key), _median(runs[y], key)
                 if p is None or v is None:
                     row += " n/a |"
                 else:
                     row += f" ×{p / v:.2f} |" if how == "ratio" else f" {p - v:+.{2 if abs(v) < 10 else 1}f} |"
             lines.append(row)
         lines.append("| output tokens / request, min–max | " + " | ".join(tok[n] for n in names)
-                     + (" |  |" if both else " |"))
+                     + " |" + "  |" * len(pairs))
         failed = {n: sum(r["failed"] for r in runs[n]) for n in names}
         others = {n: max(r["other_engines"] for r in runs[n]) for n in names}
         notes = [f"{n}: {failed[n]} failed requests" for n in names if failed[n]]
@@ -376,14 +401,13 @@ def plot(results: dict[str, dict[int, list[dict[str, Any]]]], conc: list[int], p
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((axes[0], "output_tok_s", "output tokens/s"),
                            (axes[1], "ttft_p50_ms", "TTFT p50, ms (first token chunk)")):
-        for name, color in (("vllm", "tab:orange"), ("ponder", "tab:blue")):
+        for name, color in (("vllm", "tab:orange"), ("ponder", "tab:blue"), ("remote", "tab:green")):
             if name not in results:
                 continue
             med = [_median(results[name][c], key) for c in conc]
             lo = [m - min(r[key] for r in results[name][c]) for m, c in zip(med, conc)]
             hi = [max(r[key] for r in results[name][c]) - m for m, c in zip(med, conc)]
-            ax.errorbar(conc, med, yerr=[lo, hi], marker="o", capsize=3, color=color,
-                        label="vLLM api_server" if name == "vllm" else "ponder serve")
+            ax.errorbar(conc, med, yerr=[lo, hi], marker="o", capsize=3, color=color, label=LABELS[name])
         ax.set_xlabel("max concurrency (vllm bench serve)")
         ax.set_ylabel(label)
         ax.set_xticks(conc)
@@ -448,7 +472,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--input-len", type=int, default=64)
     ap.add_argument("--output-len", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=1, help="repeat the pair of servers, order alternating")
-    ap.add_argument("--only", choices=SERVERS, help="one server only (development)")
+    ap.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS),
+                    help="which layouts to run (default all three), in this order in even rounds")
     ap.add_argument("--seed", type=int, default=0, help="dataset seed; concurrency C uses seed + C")
     ap.add_argument("--request-seed", type=int,
                     help="send every request with this seed and ignore_eos false: both servers then sample "
@@ -467,15 +492,13 @@ def main(argv: list[str] | None = None) -> None:
     profiles: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     for rnd in range(a.rounds):
-        order = SERVERS if rnd % 2 == 0 else SERVERS[::-1]
-        for name in order:
-            if a.only in (None, name):
-                bench_server(name, f"_r{rnd}", folder, a, out, results, profiles)
+        for name in a.servers if rnd % 2 == 0 else a.servers[::-1]:
+            bench_server(name, f"_r{rnd}", folder, a, out, results, profiles)
     md = table(results, a)
     md += (f"\n\nWhole run {time.perf_counter() - t0:.0f} s, {time.strftime('%Y-%m-%d %H:%M:%S %z')}. "
            f"Commands and per-request data: `{out}/bench_serve.json`, `{out}/bench_serve_raw/`.\n")
     result = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "model": folder, "args": vars(a),
-              "commands": {n: server_command(n, folder, 0)[0] for n in SERVERS}, "env": ENV,
+              "commands": {n: server_command(n, folder, 0)[0] for n in a.servers}, "env": ENV,
               "results": {n: {str(c): runs for c, runs in results[n].items()} for n in results},
               "profiles": profiles}
     (out / "bench_serve.json").write_text(json.dumps(result, indent=2))

@@ -139,8 +139,10 @@ def _routes(state: AppState) -> APIRouter:
     async def _ready() -> JSONResponse:
         if state.ready():
             return JSONResponse({"status": "ready"})
-        reason = state.startup_error or ("starting" if state.engine is None else
-                                         "draining" if state.engine_ok() else "engine dead")
+        engine = state.engine
+        reason = state.startup_error or ("starting" if engine is None else
+                                         "engine dead" if not state.engine_ok() else
+                                         "no engine upstream is healthy" if not engine.available else "draining")
         return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503,
                             headers={"retry-after": "5"})
 

@@ -2,8 +2,10 @@
 
     ponder serve [--config configs/server.toml] [--host H] [--port P]
                  [--model DIR_OR_ID] [--served-model-name NAME] [--api-key KEY]
+                 [--engine-url URL]...   (vLLM OpenAI servers instead of the in-process engine)
                  [--max-model-len N] [--kv-cache-space GIB] [--no-prefix-caching]
-                 [--tensor-parallel-size N] [--data-parallel-size N] ...
+                 [--tensor-parallel-size N] [--pipeline-parallel-size N] [--data-parallel-size N]
+                 [--distributed-executor-backend mp|ray|uni] [--data-parallel-backend mp|ray] ...
                  [--engine-arg KEY=JSON]...   (any vllm AsyncEngineArgs field)
 
 ``ponder sandbox run FILE``: run one Python file in the code interpreter's
@@ -21,15 +23,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from .settings import Settings, load_settings, model_preset
 
-# (flag, section, key, type)
+# (flag, [engine] key, type): vLLM's own flag names, as `vllm serve` spells them.
 _ENGINE_FLAGS = [
     ("--max-model-len", "max_model_len", int),
     ("--kv-cache-space", "kv_cache_space_gib", int),
     ("--tensor-parallel-size", "tensor_parallel_size", int),
     ("--pipeline-parallel-size", "pipeline_parallel_size", int),
     ("--data-parallel-size", "data_parallel_size", int),
+    ("--distributed-executor-backend", "distributed_executor_backend", str),
+    ("--data-parallel-backend", "data_parallel_backend", str),
+    ("--data-parallel-size-local", "data_parallel_size_local", int),
+    ("--data-parallel-address", "data_parallel_address", str),
+    ("--data-parallel-rpc-port", "data_parallel_rpc_port", int),
     ("--max-num-seqs", "max_num_seqs", int),
     ("--max-num-batched-tokens", "max_num_batched_tokens", int),
     ("--dtype", "dtype", str),
@@ -52,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", action="append", help="require this bearer key (repeatable)")
     s.add_argument("--default-effort", help="reasoning effort for requests that name none")
     s.add_argument("--log-level")
+    s.add_argument("--engine-url", action="append", metavar="URL",
+                   help="drive this running vLLM OpenAI server (repeatable) instead of an in-process engine; "
+                        "see [remote] in configs/server.toml")
     for flag, key, typ in _ENGINE_FLAGS:
         s.add_argument(flag, dest=key, type=typ)
     s.add_argument("--no-prefix-caching", action="store_true", help="disable vLLM prefix caching")
@@ -88,6 +100,8 @@ def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
     if extra:
         engine["extra"] = extra
     out: dict[str, Any] = {"server": server, "model": model, "engine": engine}
+    if a.engine_url:
+        out["remote"] = {"urls": a.engine_url}
     if a.default_effort:
         out["defaults"] = {"effort": a.default_effort}
     return _with_sets(out, a.set)
@@ -133,13 +147,23 @@ def serve(settings: Settings) -> int:
         print(f"ponder: {exc}", file=sys.stderr)
         return 2
     cache = os.path.expanduser(os.environ.get("PONDER_CACHE_DIR") or settings.model.cache_dir)
-    model_path = prepare_model(settings.model.source, cache, gguf=settings.model.gguf)
+
+    def prepare() -> str:
+        return prepare_model(settings.model.source, cache, gguf=settings.model.gguf)
+
+    remote = settings.remote
+    # The remote engine prepares ponder's model only if it needs its tokenizer.
+    model_path = settings.model.source if remote.urls else prepare()
     state = AppState(settings=settings, model_path=model_path, secrets=keys)
 
     def start_engine():
+        m = settings.model
+        if remote.urls:
+            from .engines.remote_engine import RemoteEngine
+
+            return RemoteEngine.start(remote, m, prepare)
         from .engines.vllm_engine import VLLMEngine, engine_args
 
-        m = settings.model
         args = engine_args(settings.engine, model_path, m.served_model_name)
         return VLLMEngine.start(args, m.think_open, m.think_close, m.native_thinking)
 
@@ -188,11 +212,15 @@ def _event_loop_runner():
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        settings = load_settings(args.config, overrides_from_args(args), model_preset(args.model))
-        sys.exit(serve(settings))
-    if args.command == "sandbox":
-        sys.exit(sandbox_run(load_settings(args.config, _with_sets({}, args.set)), args.file))
+    try:  # a setting that cannot be honoured ends the start here, before the model or the engine
+        if args.command == "serve":
+            settings = load_settings(args.config, overrides_from_args(args), model_preset(args.model))
+        else:
+            settings = load_settings(args.config, _with_sets({}, args.set))
+    except ValidationError as exc:
+        print(f"ponder: invalid settings: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(serve(settings) if args.command == "serve" else sandbox_run(settings, args.file))
 
 
 if __name__ == "__main__":

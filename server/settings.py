@@ -14,10 +14,12 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from strategies import registry
 from strategies.plan import Forcing
+
+from .parallelism import Parallelism
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
@@ -102,16 +104,14 @@ class ModelSection(_Frozen):
     gguf: GgufParts | None = None
 
 
-class EngineSection(_Frozen):
-    """vLLM's engine arguments (server/engines/vllm_engine.py turns them into AsyncEngineArgs)."""
+class EngineSection(Parallelism):
+    """vLLM's engine arguments (server/engines/vllm_engine.py turns them into AsyncEngineArgs);
+    the parallel layout's fields and checks are in server/parallelism.py."""
 
     max_model_len: int = Field(ge=16)
     # VLLM_CPU_KVCACHE_SPACE (GiB) for the CPU build; absent: vLLM's own default.
     kv_cache_space_gib: int | None = None
     enable_prefix_caching: bool
-    tensor_parallel_size: int = Field(ge=1)
-    pipeline_parallel_size: int = Field(ge=1)
-    data_parallel_size: int = Field(ge=1)
     max_num_seqs: int = Field(ge=1)
     # Absent: vLLM's own default.
     max_num_batched_tokens: int | None = None
@@ -132,6 +132,54 @@ class EngineSection(_Frozen):
     scheduling_policy: Literal["fcfs", "priority"]
     # Passed to vllm's AsyncEngineArgs as they are.
     extra: dict[str, Any]
+
+
+class RemoteSection(_Frozen):
+    """The remote engine (server/engines/remote_engine.py): vLLM OpenAI servers over
+    HTTP instead of the in-process engine. Empty ``urls``: the in-process engine."""
+
+    # Base URLs of the upstream vLLM servers (``http://host:8000``; a trailing /v1 is dropped).
+    urls: tuple[str, ...]
+    # Where the tokenizer is loaded from: "" = the model the upstreams report (their
+    # /v1/models ``root``) when this machine can load it, else ponder's [model].
+    tokenizer: str
+    # Bearer key of the upstreams (``vllm serve --api-key``); "": none.
+    api_key: str
+    # Seconds: a TCP connect (and a free connection from the pool); a request's first
+    # streamed event (queue + prefill: vLLM sends nothing before its first token); the
+    # gap between two events after that (vLLM's SSE keep-alive comments count).
+    connect_timeout: float = Field(gt=0)
+    first_chunk_timeout: float = Field(gt=0)
+    chunk_timeout: float = Field(gt=0)
+    # GET /health on every upstream this often; one failure takes it out, one success re-admits it.
+    health_interval: float = Field(gt=0)
+    health_timeout: float = Field(gt=0)
+    # Affinity: the first this many prompt tokens choose the upstream (rendezvous hashing).
+    affinity_prefix_tokens: int = Field(ge=1)
+    # Spill-over: the chosen upstream is passed over while it runs more than this many
+    # sequences above the least loaded one.
+    spill_threshold: int = Field(ge=0)
+    # Every engine request of one ponder request stays on its first upstream; the pin
+    # outlives the request's last engine request this long (s).
+    pin_seconds: float = Field(ge=0)
+    # The upstreams' KV block size (vLLM: 16 on CUDA, 128 on the CPU build); the HTTP
+    # API does not report it.
+    kv_block_size: int = Field(ge=1)
+    # The upstreams' VLLM_MAX_STOP_STRINGS (vLLM's HTTP API refuses more stop strings).
+    max_stop_strings: int = Field(ge=1)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+            url = url.rstrip("/")
+            out.append(url.removesuffix("/v1"))
+        if len(set(out)) != len(out):
+            raise ValueError("an upstream is listed twice")
+        return tuple(out)
 
 
 class EffortPreset(BaseModel):
@@ -235,6 +283,7 @@ class Settings(_Frozen):
     server: ServerSection
     model: ModelSection
     engine: EngineSection
+    remote: RemoteSection
     defaults: DefaultsSection
     thinking: ThinkingSection
     sandbox: SandboxSection
@@ -267,6 +316,16 @@ class Settings(_Frozen):
             raise ValueError(f"effort table has unknown efforts {unknown}")
         if self.defaults.effort not in EFFORTS:
             raise ValueError(f"defaults.effort {self.defaults.effort!r} is not an effort")
+        return self
+
+    @model_validator(mode="after")
+    def _parallelism_is_the_upstreams(self) -> Settings:
+        """With remote.urls there is no in-process engine to shard: each upstream's own
+        ``vllm serve`` flags set its parallelism, so asking ponder for one is refused."""
+        asked = self.engine.beyond_one_process() if self.remote.urls else []
+        if asked:
+            raise ValueError(f"engine {', '.join(asked)} configure the in-process engine; with remote.urls "
+                             "(--engine-url) start the upstreams with vllm serve's own parallelism flags")
         return self
 
     def section(self, name: str | None) -> Any:

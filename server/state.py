@@ -30,6 +30,13 @@ class ServedEngine(Engine, Protocol):
     @property
     def alive(self) -> bool: ...
 
+    @property
+    def available(self) -> bool:
+        """New requests can be served now. The in-process engine: while it lives;
+        the remote engine: while an upstream is healthy (it stays ``alive`` when
+        none is, as the fleet may come back)."""
+        ...
+
     def num_unfinished_requests(self) -> int: ...
 
     def tool_parser(self, name: str) -> ToolParser:
@@ -99,10 +106,11 @@ class AppState:
 
     def ready(self) -> bool:
         """What ``/ready`` says: the engine can generate and the server is not draining."""
-        return self.engine_ok() and not self.admission.draining
+        engine = self.engine
+        return engine is not None and engine.alive and engine.available and not self.admission.draining
 
     def require_engine(self) -> ServedEngine:
-        if self.engine is None or not self.engine_ok():
+        if self.engine is None or not self.engine_ok() or not self.engine.available:
             what = "starting" if self.engine is None and not self.startup_error else "unavailable"
             raise APIError(503, f"the engine is {what}; retry later", code="engine_unavailable",
                            headers={"retry-after": "5"})

@@ -94,7 +94,9 @@ class Delta:
     finish_reason: str | None = None  # "stop" | "length" | "abort" (an engine "error" is raised)
     stop_reason: int | str | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None
-    # Set on the first delta of every sample: prompt length and prefix-cache hits.
+    # Set once per sample: prompt length and prefix-cache hits. On its first delta
+    # (the in-process engine), or on its last by an engine that learns the hits only
+    # when the request ends (the remote engine: vLLM's final usage chunk).
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
 

@@ -9,7 +9,6 @@ abort explicitly as well so no path can leak engine work).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
@@ -17,12 +16,8 @@ from typing import Any
 
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
-from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.inputs import TokensPrompt
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-from vllm.tool_parsers import ToolParserManager
-from vllm.tool_parsers.structural_tag_registry import limit_to_single_tool_call
-from vllm.tool_parsers.tool_strict_level import ToolStrictLevel
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -36,6 +31,8 @@ from strategies.engine import (
     Structured,
     TokenLogprob,
 )
+
+from .vllm_tools import VLLMToolParser
 
 log = logging.getLogger("ponder.engine")
 
@@ -55,15 +52,14 @@ def engine_args(engine: EngineSection, model: str, served_model_name: str) -> As
         os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
         if engine.cpu_threads_bind is not None:
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_threads_bind(engine.cpu_threads_bind))
-    kwargs: dict[str, Any] = engine.model_dump(exclude={"kv_cache_space_gib", "extra", "max_num_batched_tokens",
-                                                        "cpu_dtype_without_bf16", "cpu_threads_bind"})
+    # Absent (None) settings are left out, so vLLM's own defaults stand for them.
+    kwargs: dict[str, Any] = engine.model_dump(exclude={"kv_cache_space_gib", "extra", "cpu_dtype_without_bf16",
+                                                        "cpu_threads_bind"}, exclude_none=True)
     if (current_platform.is_cpu() and engine.cpu_dtype_without_bf16 and engine.dtype in ("bfloat16", "bf16")
             and not cpu_has_native_bf16()):
         log.info("this CPU has no native bf16 (no avx512_bf16 / amx_bf16): dtype %s instead of %s",
                  engine.cpu_dtype_without_bf16, engine.dtype)
         kwargs["dtype"] = engine.cpu_dtype_without_bf16
-    if engine.max_num_batched_tokens is not None:
-        kwargs["max_num_batched_tokens"] = engine.max_num_batched_tokens
     kwargs.update(model=model, served_model_name=[served_model_name], disable_log_stats=False)
     kwargs.update(engine.extra)
     return AsyncEngineArgs(**kwargs)
@@ -204,6 +200,10 @@ class VLLMEngine:
     def alive(self) -> bool:
         return not self.llm.errored
 
+    @property
+    def available(self) -> bool:
+        return self.alive
+
     def tool_parser(self, name: str) -> VLLMToolParser:
         return VLLMToolParser(self.tokenizer, name)
 
@@ -248,48 +248,3 @@ def _logprobs(entries, token_ids, k: int | None, tokenizer) -> tuple[TokenLogpro
         logprob = chosen.logprob if chosen is not None else float("-inf")
         out.append(TokenLogprob(token, logprob, tuple((t, lp) for _, t, lp in top)))
     return tuple(out)
-
-
-class VLLMToolParser:
-    """``server.output_format.ToolParser`` on one of vLLM's tool parsers
-    (``hermes``, ``llama3_json``, ``mistral``...: ``ToolParserManager``'s names).
-
-    A parser instance keeps streaming state, so each parse gets a fresh one;
-    ponder streams content itself up to ``start_marker`` and parses the rest
-    once the choice ends (server/output_format.py)."""
-
-    def __init__(self, tokenizer: Any, name: str) -> None:
-        try:
-            self.cls = ToolParserManager.get_tool_parser(name)
-        except KeyError:
-            known = ", ".join(ToolParserManager.list_registered())
-            raise ValueError(f"unknown tool parser {name!r}; vLLM has {known}") from None
-        self.name, self.tokenizer = name, tokenizer
-        marker = getattr(self.cls, "tool_call_start_token", None)
-        self.start_marker: str | None = marker if isinstance(marker, str) and marker else None
-
-    def structural_tag(self, tools: list[dict[str, Any]], parallel: bool, required: bool = False) -> str | None:
-        """What vLLM's own server constrains ``tool_choice: "auto"`` with: free text,
-        and once the model opens a call, the call's envelope with the arguments of
-        each ``strict: true`` function held to its schema (xgrammar's structural
-        tags for this parser's syntax). None when no function is strict (then vLLM
-        constrains nothing either) or the parser has no structural format.
-        ``required``: the same calls, but only calls, from the first token."""
-        request = ChatCompletionRequest(model="ponder", messages=[{"role": "user", "content": ""}], tools=tools,
-                                        tool_choice="required" if required else "auto",
-                                        parallel_tool_calls=parallel)
-        tag = self.cls(self.tokenizer, request.tools).get_structural_tag(
-            request, reasoning=False, strict_level=ToolStrictLevel.AUTO)
-        if tag is None:
-            return None
-        if not parallel:
-            limit_to_single_tool_call(tag)
-        return json.dumps(tag.model_dump())
-
-    def parse(self, text: str, tools: list[dict[str, Any]]) -> tuple[str | None, list[tuple[str, str]]]:
-        request = ChatCompletionRequest(model="ponder", messages=[{"role": "user", "content": ""}], tools=tools)
-        parser = self.cls(self.tokenizer, request.tools)
-        info = parser.extract_tool_calls(text, request)
-        if not info.tools_called:
-            return text, []
-        return info.content, [(c.function.name, c.function.arguments) for c in info.tool_calls]

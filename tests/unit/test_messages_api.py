@@ -50,6 +50,7 @@ def script(prompt: tuple[int, ...], sampling: Sampling) -> str:
 
 class Served(ScriptedEngine):
     alive = True
+    available = True
 
     def num_unfinished_requests(self) -> int:
         return self.in_flight

@@ -284,6 +284,7 @@ def test_token_ids_are_checked_against_the_vocabulary() -> None:
 
 class _Served(ScriptedEngine):
     alive = True
+    available = True
 
     def num_unfinished_requests(self) -> int:
         return self.in_flight
