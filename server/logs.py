@@ -47,3 +47,6 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at info: with the remote engine that is every upstream
+    # call (health checks twice a second, each engine request); its warnings still show.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

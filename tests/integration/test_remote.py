@@ -93,15 +93,21 @@ def _upstream_work(upstreams) -> float:
     return sum(_upstream_metric(url, RUNNING) + _upstream_metric(url, WAITING) for _, url in upstreams)
 
 
+CONTEXT = ("You are a careful math tutor. Read the question, answer it briefly, and keep your answers "
+           "short. When asked to check an answer, check every step and say plainly whether it is "
+           "right. ") * 6  # several KV-cache blocks
+
+
 def _msgs(text: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": text}]
 
 
 @pytest.mark.parametrize("plan", list(EVERY_STRATEGY.values()), ids=list(EVERY_STRATEGY))
 def test_every_strategy_streams_what_it_returns(fleet: Live, plan: dict) -> None:
-    body = {"model": fleet.model, "messages": _msgs("What is 12 times 3?"), "max_tokens": 64, "temperature": 0.8,
-            "seed": 9, "reasoning": {**plan, "budget_tokens": 400}}
-    httpx.post(fleet.v1 + "/chat/completions", json=body, headers=fleet.headers(), timeout=300)  # warm the cache
+    body = {"model": fleet.model, "messages": _msgs("What is 12 times 3?"), "max_tokens": 160, "temperature": 0.8,
+            "seed": 9, "reasoning": {"budget_tokens": 400, **plan}}
+    warm = httpx.post(fleet.v1 + "/chat/completions", json=body, headers=fleet.headers(), timeout=300)
+    assert warm.status_code == 200, warm.text  # and the cache holds every phase's prefix
     full, s = plain_and_streamed(fleet, body)
     assert full["choices"][0]["reasoning_trace"]["strategy"] == plan["strategy"]
     assert s.finish_reasons()[0] == [full["choices"][0]["finish_reason"]]
@@ -123,14 +129,21 @@ def test_thinking_stays_within_its_budget(fleet: Live, low: int, high: int) -> N
 
 
 def test_usage_is_exact_and_continuations_hit_the_cache(fleet: Live) -> None:
-    body = {"model": fleet.model, "messages": _msgs("Why is the sky blue? " * 20), "max_tokens": 40,
+    body = {"model": fleet.model, "messages": _msgs("Why is the sky blue?"), "max_tokens": 40,
             "temperature": 0.9, "seed": 3,
-            "reasoning": {"strategy": "self_consistency", "samples": 4, "early_stop": False, "effort": "low"}}
+            "reasoning": {"strategy": "self_consistency", "samples": 4, "early_stop": False, "effort": "none"}}
     r = httpx.post(fleet.v1 + "/chat/completions", json=body, headers=fleet.headers(), timeout=300).json()
     trace = r["choices"][0]["reasoning_trace"]
     assert r["usage"]["completion_tokens"] == sum(c["tokens"] for c in trace["candidates"])
-    # The answers continue from their thinking on the same upstream: the prompt is in its cache.
-    assert r["usage"]["prompt_tokens_details"]["cached_tokens"] > 0, r["usage"]
+    # A revision's critique and redraft continue the conversation on the same upstream:
+    # its prefix (several KV blocks of system prompt) is read from that server's cache.
+    body = {"model": fleet.model, "max_tokens": 64, "temperature": 0,
+            "messages": [{"role": "system", "content": CONTEXT}, *_msgs("What is 1 plus 1?")],
+            "reasoning": {"strategy": "revision", "rounds": 2}}
+    r = httpx.post(fleet.v1 + "/chat/completions", json=body, headers=fleet.headers(), timeout=300).json()
+    turns, engine = r["choices"][0]["reasoning_trace"]["turns"], r["usage"]["engine"]
+    assert engine["requests"] == len(turns) >= 2, (engine, turns)
+    assert engine["cached_tokens"] > 0, r["usage"]
 
 
 def test_one_ponder_request_stays_on_one_upstream_and_prefixes_spread(fleet: Live, upstreams) -> None:
@@ -146,7 +159,7 @@ def test_one_ponder_request_stays_on_one_upstream_and_prefixes_spread(fleet: Liv
     # Different system prompts (different first blocks) land on both upstreams.
     before = [_upstream_metric(url, SUCCESS) for _, url in upstreams]
     for k in range(12):
-        system = f"You are assistant number {k}. " * 40
+        system = f"You are assistant number {k}. " * 4
         httpx.post(fleet.v1 + "/chat/completions", headers=fleet.headers(), timeout=120, json={
             "model": fleet.model, "max_tokens": 2, "reasoning_effort": "none",
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": "hi"}]}).raise_for_status()
