@@ -190,9 +190,13 @@ class RemoteEngine:
         return VLLMToolParser(self.tokenizer, name)
 
     def check_structured(self, structured: Structured) -> None:
-        """Not checked here: the grammar backend is the upstream's. A constraint it
-        cannot compile fails that request (a 500, ``EngineRequestFailed``) instead
-        of a 400 before the first byte."""
+        """vLLM's own check, with the local copy of the upstreams' tokenizer and vLLM's
+        default backend ("auto"): a constraint they cannot compile is a 400 before the
+        first byte. An upstream started with another backend may still refuse one this
+        accepts; that request then fails as an engine error."""
+        from .vllm_structured import check_structured
+
+        check_structured(structured, self.tokenizer)
 
     def shutdown(self) -> None:
         self._closed = True

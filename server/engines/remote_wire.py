@@ -30,7 +30,7 @@ _TOKEN_ID = "token_id:"
 def structured_outputs(c: Structured) -> dict[str, Any]:
     """``CompletionRequest.structured_outputs`` (vLLM's ``StructuredOutputsParams``
     in vllm/sampling_params.py: json, json_object, regex, choice, grammar,
-    structural_tag; exactly one), as ``vllm_engine._structured`` builds it."""
+    structural_tag; exactly one), as ``vllm_structured.structured_params`` builds it."""
     if c.json is not None:
         return {"json": c.json}
     if c.json_object:

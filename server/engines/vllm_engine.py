@@ -17,7 +17,7 @@ from typing import Any
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.inputs import TokensPrompt
-from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -32,6 +32,7 @@ from strategies.engine import (
     TokenLogprob,
 )
 
+from .vllm_structured import check_structured, structured_params
 from .vllm_tools import VLLMToolParser
 
 log = logging.getLogger("ponder.engine")
@@ -85,23 +86,6 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     return flags is None or bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
-def _structured(c: Structured | None) -> StructuredOutputsParams | None:
-    """vLLM's structured outputs (xgrammar on the CPU build as on CUDA) for an answer format."""
-    if c is None:
-        return None
-    if c.json is not None:
-        return StructuredOutputsParams(json=c.json)
-    if c.json_object:
-        return StructuredOutputsParams(json_object=True)
-    if c.regex is not None:
-        return StructuredOutputsParams(regex=c.regex)
-    if c.choice is not None:
-        return StructuredOutputsParams(choice=list(c.choice))
-    if c.structural_tag is not None:
-        return StructuredOutputsParams(structural_tag=c.structural_tag)
-    return StructuredOutputsParams(grammar=c.grammar)
-
-
 def _sampling_params(s: Sampling) -> SamplingParams:
     return SamplingParams(
         n=s.n,
@@ -122,7 +106,7 @@ def _sampling_params(s: Sampling) -> SamplingParams:
         logit_bias=dict(s.logit_bias) or None,
         skip_special_tokens=s.skip_special_tokens,
         ignore_eos=s.ignore_eos,
-        structured_outputs=_structured(s.structured),
+        structured_outputs=structured_params(s.structured),
         output_kind=RequestOutputKind.DELTA,
     )
 
@@ -208,15 +192,10 @@ class VLLMEngine:
         return VLLMToolParser(self.tokenizer, name)
 
     def check_structured(self, structured: Structured) -> None:
-        """The check vLLM's input processor makes when the request is added (the
-        configured backend, "auto" falling back from xgrammar to guidance), made
-        before the first byte instead of failing the request inside a stream."""
+        """vLLM's own check against this engine's configuration, made before the first
+        byte instead of failing the request inside a stream."""
         cfg = self.llm.vllm_config
-        try:
-            params = SamplingParams(structured_outputs=_structured(structured))
-            params._validate_structured_outputs(cfg.model_config, cfg.structured_outputs_config, self.tokenizer)
-        except Exception as exc:  # vLLM's validation errors, and what a grammar compiler raises
-            raise ValueError(str(exc)) from None
+        check_structured(structured, self.tokenizer, cfg.model_config, cfg.structured_outputs_config)
 
     def num_unfinished_requests(self) -> int:
         return self.llm.get_num_unfinished_requests()

@@ -13,6 +13,7 @@ is killed while requests run; nothing hangs and the survivor takes new work.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -165,6 +166,39 @@ def test_one_ponder_request_stays_on_one_upstream_and_prefixes_spread(fleet: Liv
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": "hi"}]}).raise_for_status()
     grew = [_upstream_metric(url, SUCCESS) - b for (_, url), b in zip(upstreams, before, strict=True)]
     assert min(grew) >= 2, grew
+
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "The current weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 24},
+                                           "degrees": {"type": "integer"}},
+          "required": ["city", "degrees"], "additionalProperties": False}
+
+
+def test_answer_formats_and_tool_calls_hold_over_the_wire(fleet: Live) -> None:
+    """The constraint goes to the upstream with the answer phase (the thinking stays
+    free text), vLLM's check runs before the first byte, and tool calls are parsed
+    from the upstream's token ids by ponder."""
+    ask = _msgs("What is the weather in Paris right now?")
+    client = openai.OpenAI(base_url=fleet.v1, api_key=fleet.api_key, max_retries=0, timeout=300)
+    r = client.chat.completions.create(
+        model=fleet.model, messages=ask, max_tokens=120, temperature=0.8, seed=3,
+        response_format={"type": "json_schema", "json_schema": {"name": "weather", "schema": SCHEMA}},
+        extra_body={"reasoning": {"max_thinking_tokens": 24}})
+    answer = json.loads(r.choices[0].message.content)
+    assert set(answer) == {"city", "degrees"} and isinstance(answer["degrees"], int), answer
+    assert r.choices[0].message.model_extra.get("reasoning_content")
+
+    bad = httpx.post(fleet.v1 + "/chat/completions", headers=fleet.headers(), timeout=60, json={
+        "model": fleet.model, "messages": ask, "max_tokens": 8, "structured_outputs": {"regex": "[0-9"}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "structured_outputs", bad.text
+
+    r = client.chat.completions.create(model=fleet.model, messages=ask, max_tokens=120, temperature=0,
+                                       tools=[WEATHER], tool_choice="required")
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather", r
+    assert isinstance(json.loads(call.function.arguments)["city"], str)
 
 
 @pytest.mark.asyncio

@@ -223,7 +223,7 @@ def test_auto_with_a_strict_function_is_held_to_its_schema_once_a_call_opens() -
                                         ("choice", ("a", "b")), ("grammar", 'root ::= "a"'),
                                         ("structural_tag", '{"type": "structural_tag"}')])
 def test_every_constraint_kind_reaches_vllm(kind: str, value) -> None:
-    from server.engines.vllm_engine import _structured
+    from server.engines.vllm_structured import structured_params as _structured
     from strategies.engine import Structured
     params = _structured(Structured(**{kind: value}))
     assert getattr(params, kind) == (list(value) if kind == "choice" else value)
