@@ -54,6 +54,12 @@ def check_limits(req: ChatCompletionRequest, state: AppState) -> None:
         raise bad_request("stop strings must not be empty", "stop")
     if any(len(s) > limits.max_stop_chars for s in stops):
         raise bad_request(f"stop strings must be at most {limits.max_stop_chars} characters", "stop")
+    upstream_stops = settings.remote.max_stop_strings
+    if settings.remote.urls and len(stops) >= upstream_stops:
+        # vLLM's HTTP API refuses more than VLLM_MAX_STOP_STRINGS per request, and a
+        # plan's phase may add one of its own (the end of thinking, a beam step's delimiter).
+        raise bad_request(f"at most {upstream_stops - 1} stop strings on this server: its vLLM upstreams take "
+                          f"{upstream_stops} per request and a phase keeps one for itself", "stop")
     if req.timeout is not None and req.timeout > limits.max_request_timeout:
         raise bad_request(f"timeout must be at most {limits.max_request_timeout:g} s", "timeout")
     if req.priority and settings.engine.scheduling_policy != "priority":

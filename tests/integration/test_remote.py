@@ -194,6 +194,13 @@ def test_answer_formats_and_tool_calls_hold_over_the_wire(fleet: Live) -> None:
         "model": fleet.model, "messages": ask, "max_tokens": 8, "structured_outputs": {"regex": "[0-9"}})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "structured_outputs", bad.text
 
+    # vLLM's HTTP API takes 4 stop strings (VLLM_MAX_STOP_STRINGS) and a phase may add one.
+    stops = {k: httpx.post(fleet.v1 + "/chat/completions", headers=fleet.headers(), timeout=60, json={
+        "model": fleet.model, "messages": ask, "max_tokens": 8, "stop": [f"STOP{i}" for i in range(k)]})
+        for k in (3, 4)}
+    assert stops[3].status_code == 200, stops[3].text
+    assert stops[4].status_code == 400 and stops[4].json()["error"]["param"] == "stop", stops[4].text
+
     r = client.chat.completions.create(model=fleet.model, messages=ask, max_tokens=120, temperature=0,
                                        tools=[WEATHER], tool_choice="required")
     call = r.choices[0].message.tool_calls[0]
