@@ -7,6 +7,7 @@ chunks (the path on which seeded requests used to kill the CPU engine).
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -74,7 +75,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     log_path = tmp_path_factory.mktemp("server") / "ponder.log"
     # Small batches so long prompts are prefilled in chunks; pings every second
     # so the keep-alive of silent phases is seen within a short test.
-    proc, server = start_server(log_path, "--max-num-batched-tokens", "256", "--set", "server.ping_interval=1")
+    # The engine computes on both cores (vLLM's CPU default keeps one for the front end):
+    # measured on test_messages.py here, 216 s against 310 s of tests, as the Qwen
+    # preset measured its doubling. PONDER_TEST_SERVER_ARGS: more `ponder serve` flags
+    # for this server (shell words; a later --set wins).
+    extra = shlex.split(os.environ.get("PONDER_TEST_SERVER_ARGS", ""))
+    proc, server = start_server(log_path, "--max-num-batched-tokens", "256", "--set", "server.ping_interval=1",
+                                "--set", 'engine.cpu_threads_bind="all"', *extra)
     try:
         yield server
     finally:

@@ -113,12 +113,12 @@ def plain_and_streamed(live, body: dict, attempts: int = 3) -> tuple[dict, Strea
 # (candidates, judges, revision rounds, beam steps, the auto probe, code runs).
 # Chat's own comparisons, with larger plans, are in test_sequential and test_parallel.
 EVERY_STRATEGY = {
-    "single": {"strategy": "single", "max_thinking_tokens": 40},
-    "budget_forcing": {"strategy": "budget_forcing", "min_thinking_tokens": 32, "max_thinking_tokens": 48},
-    "self_consistency": {"strategy": "self_consistency", "samples": 3, "effort": "minimal"},
+    "single": {"strategy": "single", "max_thinking_tokens": 24},
+    "budget_forcing": {"strategy": "budget_forcing", "min_thinking_tokens": 16, "max_thinking_tokens": 24},
+    "self_consistency": {"strategy": "self_consistency", "samples": 2, "effort": "minimal"},
     "best_of_n": {"strategy": "best_of_n", "samples": 2, "scorer": "self_judge", "effort": "none"},
     "revision": {"strategy": "revision", "rounds": 1, "effort": "none"},
     "beam_search": {"strategy": "beam_search", "beam_width": 2, "max_steps": 2},
-    "auto": {"strategy": "auto", "budget_tokens": 200},
+    "auto": {"strategy": "auto", "budget_tokens": 120},
     "tool_use": {"strategy": "tool_use", "tool_mode": "pal", "effort": "none"},
 }

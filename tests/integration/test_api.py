@@ -199,18 +199,18 @@ async def test_seed_with_chunked_prefill_cannot_kill_engine(live) -> None:
         results = await asyncio.gather(*(
             aclient.chat.completions.create(model=live.model, messages=long, n=4, max_tokens=8,
                                             temperature=1.0, seed=1)
-            for _ in range(8)))
+            for _ in range(4)))
         after = [await aclient.chat.completions.create(model=live.model, messages=Q, max_tokens=4)
                  for _ in range(10)]
     assert all(len(r.choices) == 4 for r in results)
     # The seed is honoured through chunked prefill: each choice comes out the same in
-    # (nearly) every one of the eight requests; unseeded, at temperature 1, eight
+    # (nearly) every one of the four requests; unseeded, at temperature 1, four
     # 8-token samples of a choice would all differ. Not "always": vLLM does not promise
     # batch invariance, and bf16 logits differ in the last bits with the batch's shape
     # (seen in CI: one choice of one request took another token where two were close).
     for i in range(4):
         texts = Counter(r.choices[i].message.content for r in results)
-        assert texts.most_common(1)[0][1] >= 6, (i, texts)
+        assert texts.most_common(1)[0][1] >= 3, (i, texts)
     assert all(r.choices[0].message.content is not None for r in after)
     assert httpx.get(live.base_url + "/ready", headers=live.headers()).status_code == 200
 

@@ -152,7 +152,7 @@ def test_stream_equals_message(claude: Claude, live, fields: dict) -> None:
     agree (the engine computed the same thing), and run again, up to 3 times, when not.
     Seeded at T 0.8 so the parallel strategies' candidates differ; run once first so
     both compared runs read every phase's prefix from the cache (as chat's test does)."""
-    kw: dict[str, Any] = {"model": live.model, "max_tokens": 160, "messages": _user(PROMPTS[3]), "temperature": 0.8,
+    kw: dict[str, Any] = {"model": live.model, "max_tokens": 96, "messages": _user(PROMPTS[3]), "temperature": 0.8,
                           **{k: v for k, v in fields.items() if k != "reasoning"}}
     extra = {"extra_body": {"seed": 9, **({"reasoning": fields["reasoning"]} if "reasoning" in fields else {})}}
     claude.messages.create(**kw, **extra)

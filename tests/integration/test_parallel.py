@@ -34,7 +34,7 @@ def test_eight_samples_run_as_one_batch(client: openai.OpenAI, live) -> None:
     requests one after another. Measured against the engine on the same machine: how
     much a batch of 8 gains over one sequence is the hardware's (on an AVX-512 machine
     8 cost under 2x one; on an AVX2-only EPYC, where bf16 is emulated, 6.3x)."""
-    kw = dict(max_tokens=64, temperature=1.0, seed=11)
+    kw = dict(max_tokens=32, temperature=1.0, seed=11)
     _create(client, live, STORY, {"strategy": "best_of_n", "samples": 2}, **kw)  # warm the prefix cache
     times = {}
     for label, reasoning, n in (("one", {"strategy": "best_of_n", "samples": 1}, 1),
@@ -43,7 +43,7 @@ def test_eight_samples_run_as_one_batch(client: openai.OpenAI, live) -> None:
         t0 = time.perf_counter()
         r = _create(client, live, STORY, reasoning, n=n, **kw)
         times[label] = time.perf_counter() - t0
-        assert r.usage.completion_tokens >= 8 * 32 if label != "one" else r.usage.completion_tokens >= 32
+        assert r.usage.completion_tokens >= 8 * 16 if label != "one" else r.usage.completion_tokens >= 16
     assert len(r.choices[0].model_extra["reasoning_trace"]["candidates"]) == 8
     assert times["best_of_n 8"] < 1.25 * times["engine n=8"], times
     assert times["best_of_n 8"] < 8 * times["one"], times

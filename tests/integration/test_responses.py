@@ -98,8 +98,8 @@ def test_create_plain(live, client: openai.OpenAI) -> None:
 # OpenAI's own fields (none, an effort, a summary), then ponder's keys in the same
 # reasoning object with a small plan of every strategy.
 STREAM_CASES = {"plain": {}, "thinking": THINK,
-                "summary": {"reasoning": {"effort": "low", "summary": "auto"}, "max_output_tokens": 160},
-                **{name: {"reasoning": plan, "max_output_tokens": 160} for name, plan in EVERY_STRATEGY.items()}}
+                "summary": {"reasoning": {"effort": "low", "summary": "auto"}, "max_output_tokens": 96},
+                **{name: {"reasoning": plan, "max_output_tokens": 96} for name, plan in EVERY_STRATEGY.items()}}
 
 
 @pytest.mark.parametrize("fields", list(STREAM_CASES.values()), ids=list(STREAM_CASES))
