@@ -10,7 +10,7 @@
 #
 # Daemonless: buildah and podman with the vfs storage driver (no overlay mounts are
 # needed), chroot isolation for the build steps and the host's network. The build
-# steps see this machine's pip configuration and wheel folders read-only, so pip
+# steps see this machine's pip configuration, CA bundle and wheel folders read-only, so pip
 # installs what `make install` installs here (torch 2.13.0+cpu from /opt/wheels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,11 +42,11 @@ fi
 
 step "build $IMAGE (docker/Dockerfile.cpu, BASE=$BASE)"
 mounts=()
-for path in /etc/pip.conf /etc/xdg/pip /opt/wheels /opt/pypi /opt/pypi-more; do
+for path in /etc/pip.conf /etc/xdg/pip /etc/ssl/certs/ca-certificates.crt /opt/wheels /opt/pypi /opt/pypi-more; do
     [[ -e $path ]] && mounts+=(--volume "$path:$path:ro")
 done
 start=$(date +%s)
-buildah bud --network host --layers --build-arg BASE="$BASE" "${mounts[@]}" \
+buildah --storage-driver vfs bud --pull=never --network host --layers --build-arg BASE="$BASE" "${mounts[@]}" \
     -f docker/Dockerfile.cpu -t "$IMAGE" .
 echo "built in $(($(date +%s) - start)) s"
 "${PODMAN[@]}" image inspect "$IMAGE" --format 'size {{.Size}} bytes, user {{.User}}'
