@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .parallelism import Parallelism
 from .settings import Settings, load_settings, model_preset
 
 # (flag, [engine] key, type): vLLM's own flag names, as `vllm serve` spells them.
@@ -101,6 +102,12 @@ def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
         engine["extra"] = extra
     out: dict[str, Any] = {"server": server, "model": model, "engine": engine}
     if a.engine_url:
+        # The in-process engine's flags have no engine to reach: each upstream's own
+        # `vllm serve` flags set them (the parallel ones are refused by the settings).
+        unused = sorted(set(engine) - set(Parallelism.model_fields))
+        if unused:
+            raise SystemExit(f"ponder: {', '.join(unused)} configure the in-process engine; with --engine-url "
+                             "set them with each upstream's own vllm serve flags")
         out["remote"] = {"urls": a.engine_url}
     if a.default_effort:
         out["defaults"] = {"effort": a.default_effort}

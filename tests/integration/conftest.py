@@ -47,7 +47,7 @@ def start_server(log_path: Path, *extra: str, port: int | None = None,
     this process's environment); returns once /ready says 200."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--api-key", API_KEY,
-           "--max-model-len", "2048", *extra]
+           *([] if "--engine-url" in extra else ["--max-model-len", "2048"]), *extra]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"), **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)

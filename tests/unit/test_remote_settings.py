@@ -29,6 +29,14 @@ def test_engine_urls_select_the_remote_engine() -> None:
     assert settings_for("--set", 'remote.urls=["http://x:1"]').remote.urls == ("http://x:1",)
 
 
+@pytest.mark.parametrize("flags,named", [
+    (["--max-model-len", "4096"], "max_model_len"), (["--no-prefix-caching"], "enable_prefix_caching"),
+    (["--engine-arg", "block_size=32"], "extra"), (["--kv-cache-space", "4"], "kv_cache_space_gib")])
+def test_in_process_engine_flags_with_engine_urls_are_refused(flags: list[str], named: str) -> None:
+    with pytest.raises(SystemExit, match=f"{named} configure the in-process engine"):
+        settings_for("--engine-url", "http://gpu-0:8000", *flags)
+
+
 @pytest.mark.parametrize("argv,match", [
     (["--engine-url", "gpu-0:8000"], "not an http"),
     (["--engine-url", "http://a:1", "--engine-url", "http://a:1/v1"], "listed twice"),
